@@ -1,0 +1,1 @@
+//! The buildpacks.v0 frontend.

@@ -1,0 +1,1 @@
+//! The dockerfile.v0 frontend.

@@ -1,0 +1,2 @@
+//! kiln: a build engine in the BuildKit mould whose frontends are
+//! WebAssembly components.

@@ -1,0 +1,2 @@
+//! BuildKit-compatible LLB: the `ops.proto` messages, digests, `Definition`
+//! encoding and a builder API for frontends.
