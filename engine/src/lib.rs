@@ -1,0 +1,1 @@
+//! The LLB solver: scheduling, cache keys and ops.

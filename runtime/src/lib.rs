@@ -1,0 +1,1 @@
+//! Container execution through an OCI runtime, and the registry client.

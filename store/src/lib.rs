@@ -1,0 +1,1 @@
+//! Content store, snapshots, layer tars and image exporters.
