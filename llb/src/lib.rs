@@ -1,2 +1,4 @@
 //! BuildKit-compatible LLB: the `ops.proto` messages, digests, `Definition`
 //! encoding and a builder API for frontends.
+
+pub mod pb;
