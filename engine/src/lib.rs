@@ -1,1 +1,8 @@
-//! The LLB solver: scheduling, cache keys and ops.
+//! kiln-engine: the LLB solver, cache keys, cache records, ops and progress.
+//!
+//! Layers inside the crate, bottom to top: `cachekey`, `records`, `solver`
+//! (generic), `ops` (joins the solver with kiln-store and kiln-runtime),
+//! `engine` (the API the host calls).
+
+pub mod cachekey;
+pub mod solver;
