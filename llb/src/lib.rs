@@ -1,4 +1,9 @@
 //! BuildKit-compatible LLB: the `ops.proto` messages, digests, `Definition`
 //! encoding and a builder API for frontends.
 
+pub mod definition;
+pub mod digest;
 pub mod pb;
+
+pub use definition::{Definition, DefinitionError, OpEntry};
+pub use digest::{Digest, DigestParseError};
