@@ -5,4 +5,9 @@
 //! `engine` (the API the host calls).
 
 pub mod cachekey;
+pub mod fsutil;
+pub mod patterns;
+pub mod progress;
+pub mod records;
+pub mod session;
 pub mod solver;
