@@ -1,8 +1,10 @@
 //! BuildKit-compatible LLB: the `ops.proto` messages, digests, `Definition`
 //! encoding and a builder API for frontends.
 
+pub mod builder;
 pub mod definition;
 pub mod digest;
+pub mod dump;
 pub mod pb;
 
 pub use definition::{Definition, DefinitionError, OpEntry};
