@@ -140,7 +140,7 @@ impl ContentStore {
         for e in fs::read_dir(&dir).map_err(Error::io("list blobs"))? {
             let e = e.map_err(Error::io("list blobs"))?;
             if let Some(name) = e.file_name().to_str()
-                && let Ok(d) = Digest::from_sha256_hex(name)
+                && let Ok(d) = crate::digest::from_sha256_hex(name)
             {
                 out.push(d);
             }

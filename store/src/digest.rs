@@ -13,15 +13,12 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Result};
 
 /// A content digest, always `sha256:<64 lowercase hex>` in this store.
+/// Stands in for `kiln_llb::Digest` (same API: `of_bytes`, `hex`, `as_str`,
+/// `FromStr`, `Display`) until that crate exports it.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest(String);
 
 impl Digest {
-    /// Build from the 64 hex digits of a sha256 sum.
-    pub fn from_sha256_hex(hex: &str) -> Result<Self> {
-        format!("sha256:{hex}").parse()
-    }
-
     /// The sha256 of `bytes`.
     pub fn of_bytes(bytes: &[u8]) -> Self {
         Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
@@ -38,9 +35,21 @@ impl Digest {
     }
 }
 
+/// Why a string is not a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestParseError(String);
+
+impl fmt::Display for DigestParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid digest {:?}", self.0)
+    }
+}
+
+impl std::error::Error for DigestParseError {}
+
 impl FromStr for Digest {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = DigestParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, DigestParseError> {
         let ok = s.strip_prefix("sha256:").is_some_and(|h| {
             h.len() == 64
                 && h.bytes()
@@ -49,7 +58,7 @@ impl FromStr for Digest {
         if ok {
             Ok(Digest(s.to_owned()))
         } else {
-            Err(Error::InvalidDigest(s.to_owned()))
+            Err(DigestParseError(s.to_owned()))
         }
     }
 }
@@ -66,17 +75,21 @@ impl fmt::Debug for Digest {
     }
 }
 
-impl serde::Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
+/// Parse `sha256:<hex>` into a [`Digest`], as this crate's error.
+pub fn parse(s: &str) -> Result<Digest> {
+    s.parse().map_err(|_| Error::InvalidDigest(s.to_owned()))
 }
 
-impl<'de> serde::Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+/// The digest whose hex part is `hex`.
+pub fn from_sha256_hex(hex: &str) -> Result<Digest> {
+    parse(&format!("sha256:{hex}"))
+}
+
+fn from_hasher(h: Sha256) -> Digest {
+    // A fresh sha256 always formats as a valid digest.
+    format!("sha256:{}", hex::encode(h.finalize()))
+        .parse()
+        .unwrap_or_else(|_| Digest::of_bytes(b""))
 }
 
 /// A writer that hashes and counts everything written through it.
@@ -113,7 +126,7 @@ impl<W: Write> HashingWriter<W> {
 
     /// Finish: the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
-        let d = Digest(format!("sha256:{}", hex::encode(self.hasher.finalize())));
+        let d = from_hasher(self.hasher);
         (self.inner, d, self.len)
     }
 }
@@ -151,10 +164,7 @@ impl<R: io::Read> HashingReader<R> {
     /// return the digest and byte count.
     pub fn finish(mut self) -> io::Result<(Digest, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            Digest(format!("sha256:{}", hex::encode(self.hasher.finalize()))),
-            self.len,
-        ))
+        Ok((from_hasher(self.hasher), self.len))
     }
 }
 

@@ -399,7 +399,7 @@ pub fn random_hex() -> Result<String> {
     use std::io::Read;
     let mut b = [0u8; 8];
     fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b).map_err(Into::into))
+        .and_then(|mut f| f.read_exact(&mut b))
         .map_err(Error::io("read /dev/urandom"))?;
     Ok(hex::encode(b))
 }

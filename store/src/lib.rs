@@ -22,6 +22,7 @@ pub mod content;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod layer;
 pub mod snapshot;
 
 pub use content::{ContentStore, Ingest};

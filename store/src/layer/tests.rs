@@ -1,0 +1,142 @@
+use std::io::Read;
+
+use super::*;
+
+fn entries(blob: &[u8]) -> Vec<(String, tar::EntryType, u64, u64)> {
+    let (_, r) = decompress(blob).unwrap();
+    let mut ar = tar::Archive::new(r);
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                h.entry_type(),
+                h.mtime().unwrap(),
+                h.uid().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pack_sorted_whiteouts_opaque_hardlinks_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let cs = ContentStore::new(t.path()).unwrap();
+    let ss = SnapshotStore::new(t.path()).unwrap();
+    let base = t.path().join("base");
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::write(base.join("etc/group"), "g").unwrap();
+    std::fs::create_dir_all(base.join("opt/old")).unwrap();
+    let b = ss.create_from_dir(&base, None).unwrap();
+
+    let up = t.path().join("up");
+    std::fs::create_dir_all(up.join("etc")).unwrap();
+    std::fs::create_dir_all(up.join("opt")).unwrap();
+    std::fs::write(up.join("b.txt"), "b").unwrap();
+    std::fs::write(up.join("a.txt"), "a").unwrap();
+    std::fs::hard_link(up.join("a.txt"), up.join("z-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/group", up.join("sym")).unwrap();
+    fsutil::make_whiteout(&up.join("etc"), "group".as_ref()).unwrap();
+    // A whiteout for a name no lower has is dropped.
+    fsutil::make_whiteout(&up.join("etc"), "never".as_ref()).unwrap();
+    fsutil::set_opaque(&up.join("opt")).unwrap();
+    std::fs::write(up.join("opt/new"), "n").unwrap();
+    let top = ss.create_from_diff_dir(&up, Some(&b)).unwrap();
+
+    let opts = PackOptions {
+        source_date_epoch: Some(1000),
+        ..Default::default()
+    };
+    let blob = pack_layer(&ss, &cs, &top, &opts).unwrap();
+    let bytes = cs.read(&blob.digest).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
+    let es = entries(&bytes);
+    let names: Vec<&str> = es.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "a.txt",
+            "b.txt",
+            "etc/",
+            "etc/.wh.group",
+            "opt/",
+            "opt/.wh..wh..opq",
+            "opt/new",
+            "sym",
+            "z-link"
+        ]
+    );
+    assert!(es.iter().all(|e| e.2 <= 1000 && e.3 == 0));
+    assert_eq!(es[8].1, tar::EntryType::Link);
+
+    // diff id is the sha256 of the uncompressed tar.
+    let (_, mut r) = decompress(&bytes[..]).unwrap();
+    let mut raw = Vec::new();
+    r.read_to_end(&mut raw).unwrap();
+    assert_eq!(Digest::of_bytes(&raw), blob.diff_id);
+
+    // Reproducible, and cached.
+    let again = pack_dir(
+        &cs,
+        &ss.diff_dir(&top).unwrap(),
+        &[ss.diff_dir(&b).unwrap()],
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(again, blob);
+    assert_eq!(pack_layer(&ss, &cs, &top, &opts).unwrap(), blob);
+
+    // Round trip through unpack.
+    let u = unpack_layer_blob(&cs, &ss, Some(&b), &blob.digest, Some(&blob.diff_id)).unwrap();
+    let v = ss.view(&u.id).unwrap();
+    assert!(!v.join("etc/group").exists());
+    assert!(!v.join("opt/old").exists());
+    assert_eq!(std::fs::read_to_string(v.join("opt/new")).unwrap(), "n");
+    assert_eq!(
+        std::fs::read_link(v.join("sym")).unwrap(),
+        Path::new("/etc/group")
+    );
+
+    for c in [Compression::Zstd, Compression::Uncompressed] {
+        let o = PackOptions {
+            compression: c,
+            ..opts.clone()
+        };
+        let z = pack_layer(&ss, &cs, &top, &o).unwrap();
+        assert_eq!(z.diff_id, blob.diff_id);
+        let u = unpack_layer_blob(&cs, &ss, Some(&b), &z.digest, Some(&blob.diff_id)).unwrap();
+        assert_eq!(u.compression, c);
+    }
+}
+
+#[test]
+fn empty_diff_has_no_entries() {
+    let t = tempfile::tempdir().unwrap();
+    let cs = ContentStore::new(t.path()).unwrap();
+    let ss = SnapshotStore::new(t.path()).unwrap();
+    let a = ss.prepare(None).unwrap();
+    let id = ss.commit(a).unwrap();
+    let blob = pack_layer(&ss, &cs, &id, &PackOptions::default()).unwrap();
+    assert_eq!(blob.entries, 0);
+}
+
+#[test]
+fn sniff() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    b.append_data(&mut h, "x", &b"x"[..]).unwrap();
+    let raw = b.into_inner().unwrap();
+    assert_eq!(
+        sniff_archive(&raw[..]).unwrap(),
+        Some(Compression::Uncompressed)
+    );
+    let mut gz = Compressor::new(Vec::new(), Compression::Gzip, None).unwrap();
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let gz = gz.finish().unwrap();
+    assert_eq!(sniff_archive(&gz[..]).unwrap(), Some(Compression::Gzip));
+    assert_eq!(sniff_archive(&b"hello world, not a tar"[..]).unwrap(), None);
+    assert_eq!(sniff_archive(&b"BZh91AY"[..]).unwrap(), None);
+}
