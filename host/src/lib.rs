@@ -1,2 +1,10 @@
 //! kiln: a build engine in the BuildKit mould whose frontends are
 //! WebAssembly components.
+//!
+//! This crate holds the layers above the engine: the frontend runtime
+//! (`frontend`), the one in-process API (`control`) and the command line
+//! (`cli`). The engine itself lives in `kiln-engine`, `kiln-store` and
+//! `kiln-runtime`.
+
+pub mod builtin;
+pub mod frontend;
