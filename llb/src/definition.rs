@@ -73,9 +73,7 @@ pub enum DefinitionError {
         target: Digest,
     },
     /// An input's output index is negative or beyond the target's outputs.
-    #[error(
-        "op {op} input {input} uses output {index} of {target}, which has {outputs} output(s)"
-    )]
+    #[error("op {op} input {input} uses output {index} of {target}, which has {outputs} output(s)")]
     OutputOutOfRange {
         /// Digest of the op holding the input.
         op: Digest,
@@ -196,13 +194,15 @@ impl Definition {
         for entry in &self.ops {
             let mut targets = Vec::with_capacity(entry.op.inputs.len());
             for (i, input) in entry.op.inputs.iter().enumerate() {
-                let target: Digest = input.digest.parse().map_err(|source| {
-                    DefinitionError::InvalidInputDigest {
-                        op: entry.digest.clone(),
-                        input: i,
-                        source,
-                    }
-                })?;
+                let target: Digest =
+                    input
+                        .digest
+                        .parse()
+                        .map_err(|source| DefinitionError::InvalidInputDigest {
+                            op: entry.digest.clone(),
+                            input: i,
+                            source,
+                        })?;
                 let Some(&t) = self.index.get(&target) else {
                     return Err(DefinitionError::DanglingInput {
                         op: entry.digest.clone(),
@@ -515,18 +515,25 @@ mod tests {
         let err = Definition::decode(&def_bytes(vec![a.clone(), terminal(other.as_str(), 0)]))
             .unwrap_err();
         assert!(matches!(err, DefinitionError::DanglingInput { .. }));
-        let err =
-            Definition::decode(&def_bytes(vec![a.clone(), terminal("sha256:nope", 0)])).unwrap_err();
+        let err = Definition::decode(&def_bytes(vec![a.clone(), terminal("sha256:nope", 0)]))
+            .unwrap_err();
         assert!(matches!(err, DefinitionError::InvalidInputDigest { .. }));
         let d = Digest::of_bytes(&a);
-        let err = Definition::decode(&def_bytes(vec![a.clone(), terminal(d.as_str(), 1)]))
-            .unwrap_err();
+        let err =
+            Definition::decode(&def_bytes(vec![a.clone(), terminal(d.as_str(), 1)])).unwrap_err();
         assert!(matches!(
             err,
-            DefinitionError::OutputOutOfRange { index: 1, outputs: 1, .. }
+            DefinitionError::OutputOutOfRange {
+                index: 1,
+                outputs: 1,
+                ..
+            }
         ));
         let err = Definition::decode(&def_bytes(vec![a, terminal(d.as_str(), -1)])).unwrap_err();
-        assert!(matches!(err, DefinitionError::OutputOutOfRange { index: -1, .. }));
+        assert!(matches!(
+            err,
+            DefinitionError::OutputOutOfRange { index: -1, .. }
+        ));
     }
 
     #[test]
@@ -572,8 +579,8 @@ mod tests {
         }
         .encode_to_vec();
         let de = Digest::of_bytes(&exec);
-        let err = Definition::decode(&def_bytes(vec![a, exec, terminal(de.as_str(), 0)]))
-            .unwrap_err();
+        let err =
+            Definition::decode(&def_bytes(vec![a, exec, terminal(de.as_str(), 0)])).unwrap_err();
         assert!(
             matches!(&err, DefinitionError::IndexOutOfRange { field, value: 3, .. } if field == "mounts[0].input"),
             "{err}"

@@ -84,7 +84,10 @@ fn dot_attr(op: &pb::Op, digest: &str) -> (String, &'static str) {
     match &op.op {
         Some(K::Source(s)) => (s.identifier.clone(), "ellipse"),
         Some(K::Exec(e)) => (
-            e.meta.as_ref().map(|m| m.args.join(" ")).unwrap_or_default(),
+            e.meta
+                .as_ref()
+                .map(|m| m.args.join(" "))
+                .unwrap_or_default(),
             "box",
         ),
         Some(K::Build(_)) => ("build".into(), "box3d"),
@@ -247,8 +250,8 @@ impl Obj {
     }
 }
 
-fn string_map(v: &String) -> Value {
-    Value::String(v.clone())
+fn string_map(v: &str) -> Value {
+    Value::String(v.to_owned())
 }
 
 /// JSON form of an op, as `buildctl debug dump-llb` prints it.
@@ -261,26 +264,32 @@ pub fn op_json(op: &pb::Op) -> Value {
             "source",
             Obj::new()
                 .str("identifier", &s.identifier)
-                .map("attrs", &s.attrs, string_map)
+                .map("attrs", &s.attrs, |v| string_map(v))
                 .done(),
         ),
         Some(K::File(f)) => Obj::new().put(
             "file",
-            Obj::new().list("actions", &f.actions, file_action_json).done(),
+            Obj::new()
+                .list("actions", &f.actions, file_action_json)
+                .done(),
         ),
         Some(K::Build(b)) => Obj::new().put(
             "build",
             Obj::new()
                 .int("builder", b.builder)
-                .map("inputs", &b.inputs, |i| Obj::new().int("input", i.input).done())
+                .map("inputs", &b.inputs, |i| {
+                    Obj::new().int("input", i.input).done()
+                })
                 .opt("def", b.def.as_ref(), definition_json)
-                .map("attrs", &b.attrs, string_map)
+                .map("attrs", &b.attrs, |v| string_map(v))
                 .done(),
         ),
         Some(K::Merge(m)) => Obj::new().put(
             "merge",
             Obj::new()
-                .list("inputs", &m.inputs, |i| Obj::new().int("input", i.input).done())
+                .list("inputs", &m.inputs, |i| {
+                    Obj::new().int("input", i.input).done()
+                })
                 .done(),
         ),
         Some(K::Diff(d)) => Obj::new().put(
@@ -526,7 +535,7 @@ fn user_opt_json(u: &pb::UserOpt) -> Value {
 pub fn op_metadata_json(m: &pb::OpMetadata) -> Value {
     Obj::new()
         .flag("ignore_cache", m.ignore_cache)
-        .map("description", &m.description, string_map)
+        .map("description", &m.description, |v| string_map(v))
         .opt("export_cache", m.export_cache.as_ref(), |e| {
             Obj::new().flag("Value", e.value).done()
         })

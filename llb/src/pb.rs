@@ -58,6 +58,10 @@ pub struct Op {
 pub mod op {
     /// The `op` oneof of [`super::Op`].
     #[derive(Clone, PartialEq, prost::Oneof)]
+    #[expect(
+        clippy::large_enum_variant,
+        reason = "mirrors the protobuf oneof; boxing would complicate every user"
+    )]
     pub enum Op {
         /// Run a process in a container.
         #[prost(message, tag = "2")]
@@ -1308,7 +1312,9 @@ mod tests {
         // "m" entry: value = caps entry {c: false}.
         assert_eq!(
             &bytes[7..21],
-            &[0x12, 12, 0x0a, 1, b'm', 0x12, 7, 0x2a, 5, 0x0a, 1, b'c', 0x10, 0]
+            &[
+                0x12, 12, 0x0a, 1, b'm', 0x12, 7, 0x2a, 5, 0x0a, 1, b'c', 0x10, 0
+            ]
         );
         assert_eq!(&bytes[bytes.len() - 2..], &[0x1a, 0]);
         assert_eq!(Definition::decode(bytes.as_slice()).unwrap(), def);

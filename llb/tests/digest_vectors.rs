@@ -62,7 +62,12 @@ fn vectors_decode_hash_and_reencode() {
     assert!(all.len() >= 3, "expected at least 3 vectors");
     for v in &all {
         let op = pb::Op::decode(v.bytes.as_slice()).unwrap_or_else(|e| panic!("{}: {e}", v.name));
-        assert_eq!(op.encode_to_vec(), v.bytes, "{}: re-encoding differs", v.name);
+        assert_eq!(
+            op.encode_to_vec(),
+            v.bytes,
+            "{}: re-encoding differs",
+            v.name
+        );
         assert_eq!(Digest::of_bytes(&v.bytes).as_str(), v.digest, "{}", v.name);
         assert!(op.constraints.is_some(), "{}: constraints present", v.name);
     }

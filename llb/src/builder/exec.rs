@@ -56,7 +56,11 @@ impl Mount {
     }
 
     /// A cache mount at `dest`, initially empty (see [`Mount::from`]).
-    pub fn cache(dest: impl Into<String>, id: impl Into<String>, sharing: pb::CacheSharingOpt) -> Self {
+    pub fn cache(
+        dest: impl Into<String>,
+        id: impl Into<String>,
+        sharing: pb::CacheSharingOpt,
+    ) -> Self {
         Mount {
             kind: MountKind::Cache {
                 id: id.into(),
@@ -334,7 +338,12 @@ impl Exec {
     }
 
     /// Adds a secret environment variable.
-    pub fn secret_env(mut self, id: impl Into<String>, name: impl Into<String>, optional: bool) -> Self {
+    pub fn secret_env(
+        mut self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        optional: bool,
+    ) -> Self {
         self.secret_env.push(SecretEnvVar {
             id: id.into(),
             name: name.into(),
@@ -462,7 +471,13 @@ impl Exec {
                 kind: m.kind.clone(),
                 content_cache: m.content_cache,
             });
-            outputs.push((*is_root, m.dest.clone(), m.readonly, m.source.clone(), output));
+            outputs.push((
+                *is_root,
+                m.dest.clone(),
+                m.readonly,
+                m.source.clone(),
+                output,
+            ));
         }
 
         let spec = ExecSpec {
@@ -593,7 +608,10 @@ pub(crate) struct ExecSpec {
 
 impl ExecSpec {
     pub(crate) fn inputs(&self) -> Vec<&Output> {
-        self.mounts.iter().filter_map(|m| m.source.as_ref()).collect()
+        self.mounts
+            .iter()
+            .filter_map(|m| m.source.as_ref())
+            .collect()
     }
 
     /// Builds the op body and its inputs. `os` is the platform OS used for

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::Constraints;
 use super::marshal::Marshaler;
 use super::path::{clean, join_dir, normalize};
 use super::state::{Output, State};
-use super::Constraints;
 use crate::pb;
 
 /// A user or group for file ownership.
@@ -182,10 +182,10 @@ enum ActionKind {
         opts: RmOptions,
     },
     Copy {
-        source: CopySource,
+        source: Box<CopySource>,
         src: String,
         dest: String,
-        opts: CopyOptions,
+        opts: Box<CopyOptions>,
     },
     Symlink {
         oldpath: String,
@@ -218,7 +218,12 @@ pub fn mkdir(path: impl Into<String>, mode: u32, opts: MkdirOptions) -> FileActi
 }
 
 /// Creates a file with `data`.
-pub fn mkfile(path: impl Into<String>, mode: u32, data: Vec<u8>, opts: MkfileOptions) -> FileAction {
+pub fn mkfile(
+    path: impl Into<String>,
+    mode: u32,
+    data: Vec<u8>,
+    opts: MkfileOptions,
+) -> FileAction {
     start(ActionKind::Mkfile {
         path: path.into(),
         mode,
@@ -243,15 +248,19 @@ pub fn copy(
     opts: CopyOptions,
 ) -> FileAction {
     start(ActionKind::Copy {
-        source: source.into(),
+        source: Box::new(source.into()),
         src: src.into(),
         dest: dest.into(),
-        opts,
+        opts: Box::new(opts),
     })
 }
 
 /// Creates a symlink at `newpath` pointing to `oldpath`.
-pub fn symlink(oldpath: impl Into<String>, newpath: impl Into<String>, opts: SymlinkOptions) -> FileAction {
+pub fn symlink(
+    oldpath: impl Into<String>,
+    newpath: impl Into<String>,
+    opts: SymlinkOptions,
+) -> FileAction {
     start(ActionKind::Symlink {
         oldpath: oldpath.into(),
         newpath: newpath.into(),
@@ -277,7 +286,13 @@ impl FileAction {
     }
 
     /// Then creates a file.
-    pub fn mkfile(self, path: impl Into<String>, mode: u32, data: Vec<u8>, opts: MkfileOptions) -> FileAction {
+    pub fn mkfile(
+        self,
+        path: impl Into<String>,
+        mode: u32,
+        data: Vec<u8>,
+        opts: MkfileOptions,
+    ) -> FileAction {
         self.then(ActionKind::Mkfile {
             path: path.into(),
             mode,
@@ -303,15 +318,20 @@ impl FileAction {
         opts: CopyOptions,
     ) -> FileAction {
         self.then(ActionKind::Copy {
-            source: source.into(),
+            source: Box::new(source.into()),
             src: src.into(),
             dest: dest.into(),
-            opts,
+            opts: Box::new(opts),
         })
     }
 
     /// Then creates a symlink.
-    pub fn symlink(self, oldpath: impl Into<String>, newpath: impl Into<String>, opts: SymlinkOptions) -> FileAction {
+    pub fn symlink(
+        self,
+        oldpath: impl Into<String>,
+        newpath: impl Into<String>,
+        opts: SymlinkOptions,
+    ) -> FileAction {
         self.then(ActionKind::Symlink {
             oldpath: oldpath.into(),
             newpath: newpath.into(),
@@ -354,7 +374,7 @@ impl FileSpec {
                     if !opts.required_paths.is_empty() {
                         c.add_cap("file.copy.requiredpaths");
                     }
-                    if let CopySource::Actions { actions, .. } = source {
+                    if let CopySource::Actions { actions, .. } = &**source {
                         let mut nested = actions.0.prev.as_ref();
                         stack.push(actions.clone());
                         while let Some(n) = nested {
@@ -420,7 +440,7 @@ fn collect_inputs<'a>(action: &'a FileAction, base: &'a State, out: &mut Vec<&'a
         push(o, out);
     }
     if let ActionKind::Copy { source, .. } = &action.0.kind {
-        match source {
+        match &**source {
             CopySource::State(s) => {
                 if let Some(o) = s.output() {
                     push(o, out);
@@ -479,7 +499,7 @@ impl RenderState<'_, '_> {
         };
         let mut input2 = Ref::Input(pb::EMPTY_INPUT);
         if let ActionKind::Copy { source, .. } = &action.0.kind {
-            input2 = match source {
+            input2 = match &**source {
                 CopySource::State(s) => Ref::Input(self.add_input(s)),
                 CopySource::Actions { base, actions } => Ref::Action(self.add(actions, base)),
             };
@@ -544,7 +564,7 @@ fn to_pb_action(kind: &ActionKind, parent: &str, base: i64) -> pb::file_action::
             dest,
             opts,
         } => {
-            let src_dir = match source {
+            let src_dir = match &**source {
                 CopySource::State(s) => s.get_dir(),
                 CopySource::Actions { base, .. } => base.get_dir(),
             };

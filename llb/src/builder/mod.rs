@@ -147,7 +147,12 @@ pub trait OpOptions: Sized {
     }
 
     /// Puts the op in a progress group.
-    fn progress_group(mut self, id: impl Into<String>, name: impl Into<String>, weak: bool) -> Self {
+    fn progress_group(
+        mut self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        weak: bool,
+    ) -> Self {
         self.constraints_mut().metadata.progress_group = Some(pb::ProgressGroup {
             id: id.into(),
             name: name.into(),
@@ -186,10 +191,12 @@ pub trait OpOptions: Sized {
 
     /// Records where in a source file this op comes from.
     fn source_location(mut self, source_map: &Arc<SourceMap>, ranges: Vec<pb::Range>) -> Self {
-        self.constraints_mut().source_locations.push(SourceLocation {
-            source_map: Arc::clone(source_map),
-            ranges,
-        });
+        self.constraints_mut()
+            .source_locations
+            .push(SourceLocation {
+                source_map: Arc::clone(source_map),
+                ranges,
+            });
         self
     }
 

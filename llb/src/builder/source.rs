@@ -819,9 +819,15 @@ mod tests {
     #[test]
     fn git_remotes() {
         let r = parse_git_remote("https://github.com/moby/buildkit.git");
-        assert_eq!((r.host.as_str(), r.path.as_str(), r.ssh), ("github.com", "moby/buildkit.git", false));
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str(), r.ssh),
+            ("github.com", "moby/buildkit.git", false)
+        );
         let r = parse_git_remote("git@github.com:moby/buildkit.git");
-        assert_eq!((r.host.as_str(), r.path.as_str(), r.ssh), ("github.com", "moby/buildkit.git", true));
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str(), r.ssh),
+            ("github.com", "moby/buildkit.git", true)
+        );
         let r = parse_git_remote("github.com/moby/buildkit");
         assert_eq!(r.full_url, "https://github.com/moby/buildkit");
     }

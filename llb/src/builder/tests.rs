@@ -63,7 +63,10 @@ fn exec_mounts_sorted_with_output_indexes() {
     let all = ops(&def);
     let exec = exec_of(&all[all.len() - 2]);
     let dests: Vec<&str> = exec.mounts.iter().map(|m| m.dest.as_str()).collect();
-    assert_eq!(dests, ["/", "/cache", "/data", "/out", "/src", "/tmp", "/work"]);
+    assert_eq!(
+        dests,
+        ["/", "/cache", "/data", "/out", "/src", "/tmp", "/work"]
+    );
     let outputs: Vec<i64> = exec.mounts.iter().map(|m| m.output).collect();
     assert_eq!(outputs, [0, -1, 1, 2, -1, -1, -1]);
     let inputs: Vec<i64> = exec.mounts.iter().map(|m| m.input).collect();
@@ -78,7 +81,10 @@ fn exec_mounts_sorted_with_output_indexes() {
             sharing: pb::CacheSharingOpt::Locked as i32
         })
     );
-    assert_eq!(exec.mounts[5].tmpfs_opt, Some(pb::TmpfsOpt { size: 1 << 20 }));
+    assert_eq!(
+        exec.mounts[5].tmpfs_opt,
+        Some(pb::TmpfsOpt { size: 1 << 20 })
+    );
     assert!(exec.mounts[4].readonly);
     assert_eq!(exec.mounts[4].selector, "app");
     // The terminal op names output 2 of the exec.
@@ -163,7 +169,11 @@ fn exec_secrets_ssh_and_settings() {
         kinds,
         [
             ("/".into(), 0, 0),
-            ("/run/secrets/token".into(), pb::MountType::Secret as i32, -1),
+            (
+                "/run/secrets/token".into(),
+                pb::MountType::Secret as i32,
+                -1
+            ),
             (
                 "/run/buildkit/ssh_agent.0".into(),
                 pb::MountType::Ssh as i32,
@@ -245,24 +255,36 @@ fn default_path_modes() {
 fn file_actions_chain_like_buildkit() {
     let base = alpine().dir("/app");
     let other = local("context").state().dir("/ctx");
-    let chain = mkdir("data", 0o755, MkdirOptions {
-        make_parents: true,
-        ..Default::default()
-    })
+    let chain = mkdir(
+        "data",
+        0o755,
+        MkdirOptions {
+            make_parents: true,
+            ..Default::default()
+        },
+    )
     .mkfile("data/f", 0o644, b"hi".to_vec(), MkfileOptions::default())
-    .copy(&other, "src/", "dest/", CopyOptions {
-        owner: Some(ChownOpt {
-            user: Some(UserRef::Name("app".into())),
-            group: Some(UserRef::Id(10)),
-        }),
-        mode: Some(CopyMode::Symbolic("u+x".into())),
-        include_patterns: vec!["*.go".into()],
-        ..Default::default()
-    })
-    .rm("/junk", RmOptions {
-        allow_wildcard: true,
-        ..Default::default()
-    })
+    .copy(
+        &other,
+        "src/",
+        "dest/",
+        CopyOptions {
+            owner: Some(ChownOpt {
+                user: Some(UserRef::Name("app".into())),
+                group: Some(UserRef::Id(10)),
+            }),
+            mode: Some(CopyMode::Symbolic("u+x".into())),
+            include_patterns: vec!["*.go".into()],
+            ..Default::default()
+        },
+    )
+    .rm(
+        "/junk",
+        RmOptions {
+            allow_wildcard: true,
+            ..Default::default()
+        },
+    )
     .symlink("/app/data", "link", SymlinkOptions::default());
     let st = base.file(chain);
     let def = marshal(&st);
@@ -279,7 +301,13 @@ fn file_actions_chain_like_buildkit() {
         .collect();
     assert_eq!(
         idx,
-        [(0, -1, -1), (2, -1, -1), (3, 1, -1), (4, -1, -1), (5, -1, 0)]
+        [
+            (0, -1, -1),
+            (2, -1, -1),
+            (3, 1, -1),
+            (4, -1, -1),
+            (5, -1, 0)
+        ]
     );
     match &f.actions[0].action {
         Some(Action::Mkdir(m)) => {
@@ -337,11 +365,16 @@ fn copy_from_action_chain_refers_to_earlier_action() {
         base: State::scratch(),
         actions: mkfile("/gen", 0o600, b"x".to_vec(), MkfileOptions::default()),
     };
-    let st = alpine().file(copy(staged, "/gen", "/gen", CopyOptions {
-        mode: Some(CopyMode::Bits(0o644)),
-        timestamp: Some(5),
-        ..Default::default()
-    }));
+    let st = alpine().file(copy(
+        staged,
+        "/gen",
+        "/gen",
+        CopyOptions {
+            mode: Some(CopyMode::Bits(0o644)),
+            timestamp: Some(5),
+            ..Default::default()
+        },
+    ));
     let def = marshal(&st);
     let all = ops(&def);
     let f = file_of(&all[1]);
@@ -399,7 +432,10 @@ fn merge_and_diff_shortcuts() {
     let a = alpine();
     assert!(merge(&[]).is_scratch());
     assert!(Arc::ptr_eq(
-        &merge(&[State::scratch(), a.clone()]).output().unwrap().vertex,
+        &merge(&[State::scratch(), a.clone()])
+            .output()
+            .unwrap()
+            .vertex,
         &a.output().unwrap().vertex
     ));
     assert!(Arc::ptr_eq(
@@ -436,7 +472,12 @@ fn metadata_and_terminal_caps() {
     let caps: Vec<&str> = term.caps.keys().map(String::as_str).collect();
     assert_eq!(
         caps,
-        ["constraints", "meta.description", "meta.ignorecache", "platform"]
+        [
+            "constraints",
+            "meta.description",
+            "meta.ignorecache",
+            "platform"
+        ]
     );
 
     // Marshal-time metadata applies to every op.
@@ -474,15 +515,29 @@ fn platforms_follow_buildkit_rules() {
     for (st, keep) in [
         (local("context").state(), false),
         (http("https://example.com/a").state(), false),
-        (git("https://github.com/moby/buildkit.git", "v0.1").state(), false),
-        (oci_layout("store@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").state(), true),
+        (
+            git("https://github.com/moby/buildkit.git", "v0.1").state(),
+            false,
+        ),
+        (
+            oci_layout(
+                "store@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            )
+            .state(),
+            true,
+        ),
     ] {
         let op = &ops(&marshal(&st))[0];
         assert_eq!(op.platform.is_some(), keep);
         assert_eq!(op.constraints, Some(pb::WorkerConstraints::default()));
     }
     // Exec inherits the state's platform.
-    let st = alpine().platform(arm.clone()).run(["x"]).build().unwrap().root();
+    let st = alpine()
+        .platform(arm.clone())
+        .run(["x"])
+        .build()
+        .unwrap()
+        .root();
     assert_eq!(ops(&marshal(&st))[1].platform.as_ref(), Some(&arm));
 }
 
@@ -503,7 +558,9 @@ fn source_attributes() {
     assert_eq!(s.attrs["local.unique"], "u1");
     // Deterministic: no random attribute unless asked for.
     let plain = &ops(&marshal(&local("context").state()))[0];
-    let Some(K::Source(s)) = &plain.op else { panic!() };
+    let Some(K::Source(s)) = &plain.op else {
+        panic!()
+    };
     assert!(s.attrs.is_empty());
 
     let h = http("https://example.com/f.tgz")
@@ -512,7 +569,9 @@ fn source_attributes() {
         .uid(1000)
         .header("Accept", "x")
         .state();
-    let Some(K::Source(s)) = &ops(&marshal(&h))[0].op else { panic!() };
+    let Some(K::Source(s)) = &ops(&marshal(&h))[0].op else {
+        panic!()
+    };
     assert_eq!(s.identifier, "https://example.com/f.tgz");
     assert_eq!(s.attrs["http.perm"], "0644");
     assert_eq!(s.attrs["http.uid"], "1000");
@@ -522,8 +581,13 @@ fn source_attributes() {
         .subdir("docs")
         .keep_git_dir()
         .state();
-    let Some(K::Source(s)) = &ops(&marshal(&g))[0].op else { panic!() };
-    assert_eq!(s.identifier, "git://github.com/moby/buildkit.git#master:docs");
+    let Some(K::Source(s)) = &ops(&marshal(&g))[0].op else {
+        panic!()
+    };
+    assert_eq!(
+        s.identifier,
+        "git://github.com/moby/buildkit.git#master:docs"
+    );
     assert_eq!(s.attrs["git.keepgitdir"], "true");
     assert_eq!(s.attrs["git.mountsshsock"], "default");
     assert_eq!(s.attrs["git.fullurl"], "git@github.com:moby/buildkit.git");
@@ -535,12 +599,16 @@ fn source_attributes() {
         .layer_limit(2)
         .state();
     let def = marshal(&i);
-    let Some(K::Source(s)) = &ops(&def)[0].op else { panic!() };
+    let Some(K::Source(s)) = &ops(&def)[0].op else {
+        panic!()
+    };
     assert_eq!(s.attrs["image.resolvemode"], "pull");
     assert_eq!(s.attrs["image.layerlimit"], "2");
-    assert!(def.metadata[&digest_of(&def, 0)]
-        .caps
-        .contains_key("source.image.resolvemode"));
+    assert!(
+        def.metadata[&digest_of(&def, 0)]
+            .caps
+            .contains_key("source.image.resolvemode")
+    );
 }
 
 #[test]
