@@ -21,8 +21,10 @@
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod exporter;
 pub mod fsutil;
 pub mod layer;
+pub mod ocilayout;
 pub mod snapshot;
 
 pub use content::{ContentStore, Ingest};

@@ -6,7 +6,8 @@ use std::io::{self, Cursor, Read, Write};
 use crate::error::{Error, Result};
 
 /// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// A plain tar.
     Uncompressed,

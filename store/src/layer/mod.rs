@@ -67,6 +67,8 @@ pub struct LayerBlob {
     /// Number of tar entries; 0 means an empty diff, which image exporters
     /// skip.
     pub entries: u64,
+    /// How the blob is compressed.
+    pub compression: Compression,
 }
 
 pub(crate) mod digest_str {
@@ -148,6 +150,7 @@ pub fn pack_dir(
         size,
         diff_id,
         entries,
+        compression: opts.compression,
     })
 }
 
@@ -212,7 +215,7 @@ pub fn unpack_layer_blob(
     expected_diff_id: Option<&Digest>,
 ) -> Result<UnpackedLayer> {
     let f = content.open(blob)?;
-    unpack_layer(
+    let u = unpack_layer(
         snapshots,
         parent,
         std::io::BufReader::new(f),
@@ -225,7 +228,44 @@ pub fn unpack_layer_blob(
             actual,
         },
         e => e,
-    })
+    })?;
+    let src = LayerBlob {
+        digest: blob.clone(),
+        size: content.size(blob)?,
+        diff_id: u.diff_id.clone(),
+        entries: u.report.entries + u.report.skipped.len() as u64,
+        compression: u.compression,
+    };
+    record_source_blob(snapshots, &u.id, &src)?;
+    Ok(u)
+}
+
+const SOURCE_BLOB: &str = "source-blob-v1.json";
+
+/// Remember that snapshot `id` was unpacked from `blob`, so exporters can
+/// reuse the original blob (same digest as the registry's) instead of
+/// repacking, unless `force-compression` is set.
+pub fn record_source_blob(
+    snapshots: &SnapshotStore,
+    id: &SnapshotId,
+    blob: &LayerBlob,
+) -> Result<()> {
+    let p = snapshots.cache_dir(id)?.join(SOURCE_BLOB);
+    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+    fs_err::write(&tmp, serde_json::to_vec(blob).unwrap_or_default())
+        .map_err(Error::io("record source blob"))?;
+    fs_err::rename(&tmp, &p).map_err(Error::io("record source blob"))
+}
+
+/// The blob snapshot `id` was unpacked from, if recorded and still stored.
+pub fn source_blob(
+    snapshots: &SnapshotStore,
+    content: &ContentStore,
+    id: &SnapshotId,
+) -> Option<LayerBlob> {
+    let p = snapshots.cache_dir(id).ok()?.join(SOURCE_BLOB);
+    let b: LayerBlob = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+    content.exists(&b.digest).then_some(b)
 }
 
 /// Extract a plain archive (tar, tar.gz, tar.zst; detected by magic) into

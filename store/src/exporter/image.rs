@@ -1,0 +1,471 @@
+//! The `oci` and `docker` exporters.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use fs_err as fs;
+use serde_json::{Value, json};
+
+use super::{Dest, ImageExportOptions, ImageFormat, config::finalize_config};
+use crate::content::ContentStore;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::layer::{self, Compression, LayerBlob, PackOptions};
+use crate::snapshot::{SnapshotId, SnapshotStore};
+
+/// What an image export produced (BuildKit's `containerimage.*` metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageExportResult {
+    /// `containerimage.digest`: the manifest digest.
+    pub manifest_digest: Digest,
+    /// Manifest size in bytes.
+    pub manifest_size: u64,
+    /// The manifest media type.
+    pub manifest_media_type: &'static str,
+    /// `containerimage.config.digest`.
+    pub config_digest: Digest,
+    /// `containerimage.descriptor`: the manifest descriptor as JSON.
+    pub descriptor: String,
+    /// The exported layers, base first (empty diffs left out).
+    pub layers: Vec<LayerBlob>,
+    /// Names written into the index / `RepoTags`, normalised.
+    pub names: Vec<String>,
+}
+
+/// Media type set for OCI (`true`) or Docker schema 2 (`false`).
+pub mod media_types {
+    /// Manifest media type.
+    pub fn manifest(oci: bool) -> &'static str {
+        if oci {
+            "application/vnd.oci.image.manifest.v1+json"
+        } else {
+            "application/vnd.docker.distribution.manifest.v2+json"
+        }
+    }
+    /// Config media type.
+    pub fn config(oci: bool) -> &'static str {
+        if oci {
+            "application/vnd.oci.image.config.v1+json"
+        } else {
+            "application/vnd.docker.container.image.v1+json"
+        }
+    }
+    /// Index media type (an OCI layout's index.json is always an OCI index).
+    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// Layer media type for a compression.
+    pub fn layer(oci: bool, c: crate::layer::Compression) -> &'static str {
+        use crate::layer::Compression::*;
+        match (oci, c) {
+            (true, Uncompressed) => "application/vnd.oci.image.layer.v1.tar",
+            (true, Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (_, Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
+            (false, Uncompressed) => "application/vnd.docker.image.rootfs.diff.tar",
+            (false, Gzip) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        }
+    }
+}
+
+/// A normalised image name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalizedName {
+    /// `docker.io/library/foo:latest` (the `io.containerd.image.name`).
+    pub full: String,
+    /// The tag (`latest`), if the name is not digest-only.
+    pub tag: Option<String>,
+    /// `foo:latest`, as `docker save` writes `RepoTags`.
+    pub familiar: Option<String>,
+}
+
+/// Normalise like Docker: a missing registry is `docker.io`, a one-part
+/// Docker Hub path gets `library/`, a missing tag is `latest` (unless a
+/// digest is given).
+pub fn normalize_name(name: &str) -> Result<NormalizedName> {
+    let bad = |reason| Error::InvalidOption {
+        key: "name".into(),
+        value: name.into(),
+        reason,
+    };
+    let (rest, digest) = match name.split_once('@') {
+        Some((r, d)) => (
+            r,
+            Some(crate::digest::parse(d).map_err(|_| bad("invalid digest"))?),
+        ),
+        None => (name, None),
+    };
+    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (repo, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if repo.is_empty() || tag.is_some_and(str::is_empty) {
+        return Err(bad("empty repository or tag"));
+    }
+    let ok = |s: &str, extra: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    if !ok(repo, "._-/:")
+        || tag.is_some_and(|t| !ok(t, "._-"))
+        || repo.chars().any(|c| c.is_ascii_uppercase())
+    {
+        return Err(bad("invalid characters in image name"));
+    }
+    let (domain, path) = match repo.split_once('/') {
+        Some((d, p)) if d.contains('.') || d.contains(':') || d == "localhost" => {
+            (d.to_owned(), p.to_owned())
+        }
+        _ => ("docker.io".to_owned(), repo.to_owned()),
+    };
+    let path = if domain == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    let tag = match (tag, &digest) {
+        (Some(t), _) => Some(t.to_owned()),
+        (None, None) => Some("latest".to_owned()),
+        (None, Some(_)) => None,
+    };
+    let mut full = format!("{domain}/{path}");
+    if let Some(t) = &tag {
+        full.push(':');
+        full.push_str(t);
+    }
+    if let Some(d) = &digest {
+        full.push('@');
+        full.push_str(d.as_str());
+    }
+    let short = if domain == "docker.io" {
+        path.strip_prefix("library/").unwrap_or(&path).to_owned()
+    } else {
+        format!("{domain}/{path}")
+    };
+    let familiar = tag.as_ref().map(|t| format!("{short}:{t}"));
+    Ok(NormalizedName {
+        full,
+        tag,
+        familiar,
+    })
+}
+
+/// The blobs of one built image, all in the content store.
+struct Built {
+    result: ImageExportResult,
+    config: Vec<u8>,
+    manifest: Vec<u8>,
+    names: Vec<NormalizedName>,
+}
+
+fn build(
+    snapshots: &SnapshotStore,
+    content: &ContentStore,
+    top: Option<&SnapshotId>,
+    config: Option<&[u8]>,
+    opts: &ImageExportOptions,
+) -> Result<Built> {
+    let names = opts
+        .names
+        .iter()
+        .map(|n| normalize_name(n))
+        .collect::<Result<Vec<_>>>()?;
+    let chain = match top {
+        Some(t) => snapshots.chain(t)?,
+        None => Vec::new(),
+    };
+    let oci = opts.oci_mediatypes || opts.compression == Compression::Zstd;
+    let pack = PackOptions {
+        compression: opts.compression,
+        level: opts.compression_level,
+        source_date_epoch: opts.source_date_epoch,
+    };
+    let mut per_snapshot: Vec<Option<LayerBlob>> = Vec::new();
+    for id in &chain {
+        let reuse = if opts.force_compression {
+            None
+        } else {
+            layer::source_blob(snapshots, content, id)
+                .filter(|b| oci || b.compression != Compression::Zstd)
+        };
+        let blob = match reuse {
+            Some(b) => b,
+            None => layer::pack_layer(snapshots, content, id, &pack)?,
+        };
+        per_snapshot.push((blob.entries > 0).then_some(blob));
+    }
+    let diff_ids: Vec<Option<Digest>> = per_snapshot
+        .iter()
+        .map(|b| b.as_ref().map(|b| b.diff_id.clone()))
+        .collect();
+    let config = finalize_config(config, &diff_ids, opts.source_date_epoch)?;
+    let (config_digest, config_size) = content.write_bytes(&config, None)?;
+    let layers: Vec<LayerBlob> = per_snapshot.into_iter().flatten().collect();
+    let manifest_mt = media_types::manifest(oci);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_mt,
+        "config": {"mediaType": media_types::config(oci), "digest": config_digest.as_str(), "size": config_size},
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": media_types::layer(oci, l.compression),
+            "digest": l.digest.as_str(),
+            "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).map_err(|source| Error::Json {
+        what: "manifest",
+        source,
+    })?;
+    let (manifest_digest, manifest_size) = content.write_bytes(&manifest, None)?;
+    let descriptor = json!({"mediaType": manifest_mt, "digest": manifest_digest.as_str(), "size": manifest_size});
+    Ok(Built {
+        result: ImageExportResult {
+            manifest_digest,
+            manifest_size,
+            manifest_media_type: manifest_mt,
+            config_digest,
+            descriptor: descriptor.to_string(),
+            layers,
+            names: names.iter().map(|n| n.full.clone()).collect(),
+        },
+        config,
+        manifest,
+        names,
+    })
+}
+
+fn index_json(b: &Built) -> Vec<u8> {
+    let r = &b.result;
+    let entry = |ann: Option<&NormalizedName>| {
+        let mut e = json!({
+            "mediaType": r.manifest_media_type,
+            "digest": r.manifest_digest.as_str(),
+            "size": r.manifest_size,
+        });
+        if let (Some(n), Value::Object(m)) = (ann, &mut e) {
+            let mut a = serde_json::Map::new();
+            a.insert(
+                "io.containerd.image.name".into(),
+                Value::String(n.full.clone()),
+            );
+            if let Some(t) = &n.tag {
+                a.insert(
+                    "org.opencontainers.image.ref.name".into(),
+                    Value::String(t.clone()),
+                );
+            }
+            m.insert("annotations".into(), Value::Object(a));
+        }
+        e
+    };
+    let manifests: Vec<Value> = if b.names.is_empty() {
+        vec![entry(None)]
+    } else {
+        b.names.iter().map(|n| entry(Some(n))).collect()
+    };
+    let idx = json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
+    serde_json::to_vec(&idx).unwrap_or_default()
+}
+
+fn docker_manifest_json(b: &Built) -> Vec<u8> {
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let tags: Vec<&String> = b.names.iter().filter_map(|n| n.familiar.as_ref()).collect();
+    let m = json!([{
+        "Config": blob(&b.result.config_digest),
+        "RepoTags": tags,
+        "Layers": b.result.layers.iter().map(|l| blob(&l.digest)).collect::<Vec<_>>(),
+    }]);
+    serde_json::to_vec(&m).unwrap_or_default()
+}
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+enum Src {
+    Bytes(Vec<u8>),
+    Blob(Digest),
+    Dir,
+}
+
+fn tarball_files(b: &Built, format: ImageFormat) -> BTreeMap<String, Src> {
+    let mut files = BTreeMap::new();
+    files.insert("blobs/".to_owned(), Src::Dir);
+    files.insert("blobs/sha256/".to_owned(), Src::Dir);
+    let mut blob = |d: &Digest, s: Src| {
+        files.insert(format!("blobs/sha256/{}", d.hex()), s);
+    };
+    blob(&b.result.config_digest, Src::Bytes(b.config.clone()));
+    blob(&b.result.manifest_digest, Src::Bytes(b.manifest.clone()));
+    for l in &b.result.layers {
+        blob(&l.digest, Src::Blob(l.digest.clone()));
+    }
+    files.insert("oci-layout".into(), Src::Bytes(OCI_LAYOUT.to_vec()));
+    files.insert("index.json".into(), Src::Bytes(index_json(b)));
+    if format == ImageFormat::Docker {
+        files.insert("manifest.json".into(), Src::Bytes(docker_manifest_json(b)));
+    }
+    files
+}
+
+fn write_tarball(
+    content: &ContentStore,
+    b: &Built,
+    opts: &ImageExportOptions,
+    w: &mut dyn Write,
+) -> Result<()> {
+    let mtime = opts.source_date_epoch.unwrap_or(0).max(0) as u64;
+    let mut tar = tar::Builder::new(w);
+    let werr = || Error::io("write image tarball");
+    for (path, src) in tarball_files(b, opts.format) {
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime);
+        match src {
+            Src::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                tar.append_data(&mut h, &path, io::empty())
+                    .map_err(werr())?;
+            }
+            Src::Bytes(data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                tar.append_data(&mut h, &path, &data[..]).map_err(werr())?;
+            }
+            Src::Blob(d) => {
+                let f = content.open(&d)?;
+                let len = f.metadata().map_err(Error::io("stat blob"))?.len();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(len);
+                tar.append_data(&mut h, &path, f.take(len))
+                    .map_err(werr())?;
+            }
+        }
+    }
+    tar.into_inner().map_err(werr())?.flush().map_err(werr())
+}
+
+/// Write into an OCI layout directory, adding to what is there: blobs are
+/// added, and index entries for the same names are replaced.
+fn write_layout_dir(content: &ContentStore, b: &Built, dir: &Path) -> Result<()> {
+    let blobs = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(Error::io("create OCI layout"))?;
+    let put = |d: &Digest, bytes: Option<&[u8]>| -> Result<()> {
+        let p = blobs.join(d.hex());
+        if p.is_file() {
+            return Ok(());
+        }
+        let tmp = blobs.join(format!(".{}.tmp", d.hex()));
+        match bytes {
+            Some(b) => fs::write(&tmp, b).map_err(Error::io("write OCI layout blob"))?,
+            None => {
+                fs::copy(content.path(d), &tmp).map_err(Error::io("copy OCI layout blob"))?;
+            }
+        }
+        fs::rename(&tmp, &p).map_err(Error::io("write OCI layout blob"))
+    };
+    put(&b.result.config_digest, Some(&b.config))?;
+    put(&b.result.manifest_digest, Some(&b.manifest))?;
+    for l in &b.result.layers {
+        put(&l.digest, None)?;
+    }
+    fs::write(dir.join("oci-layout"), OCI_LAYOUT).map_err(Error::io("write oci-layout"))?;
+    let new: Value = serde_json::from_slice(&index_json(b)).unwrap_or(Value::Null);
+    let mut manifests: Vec<Value> = Vec::new();
+    let idx_path = dir.join("index.json");
+    if let Ok(old) = fs::read(&idx_path)
+        && let Ok(old) = serde_json::from_slice::<Value>(&old)
+        && let Some(list) = old.get("manifests").and_then(Value::as_array)
+    {
+        let name = |e: &Value| e.pointer("/annotations/io.containerd.image.name").cloned();
+        let new_names: Vec<Value> = new["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(name)
+            .collect();
+        for e in list {
+            let replaced = match name(e) {
+                Some(n) => new_names.contains(&n),
+                None => {
+                    e.get("digest") == Some(&Value::String(b.result.manifest_digest.to_string()))
+                }
+            };
+            if !replaced {
+                manifests.push(e.clone());
+            }
+        }
+    }
+    manifests.extend(new["manifests"].as_array().cloned().unwrap_or_default());
+    let idx = json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
+    let tmp = dir.join(".index.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&idx).unwrap_or_default())
+        .map_err(Error::io("write index.json"))?;
+    fs::rename(&tmp, &idx_path).map_err(Error::io("write index.json"))
+}
+
+/// Export the chain ending at `top` (`None`: an image with no layers) with
+/// the frontend's image config (`None`: a minimal default) as `opts.format`
+/// to `opts.dest`. Blobs are also left in `content`.
+pub fn export_image(
+    snapshots: &SnapshotStore,
+    content: &ContentStore,
+    top: Option<&SnapshotId>,
+    config: Option<&[u8]>,
+    opts: &ImageExportOptions,
+) -> Result<ImageExportResult> {
+    let b = build(snapshots, content, top, config, opts)?;
+    if !opts.tar {
+        let Dest::Path(dir) = &opts.dest else {
+            return Err(Error::InvalidOption {
+                key: "dest".into(),
+                value: String::new(),
+                reason: "tar=false needs a destination directory",
+            });
+        };
+        write_layout_dir(content, &b, dir)?;
+        return Ok(b.result);
+    }
+    let mut w = opts.dest.create()?;
+    write_tarball(content, &b, opts, &mut w)?;
+    w.finish()?;
+    Ok(b.result)
+}
+
+/// Like [`export_image`] with `tar=true`, but into any writer (e.g. a
+/// stream to the client); `opts.dest` is ignored.
+pub fn export_image_to_writer(
+    snapshots: &SnapshotStore,
+    content: &ContentStore,
+    top: Option<&SnapshotId>,
+    config: Option<&[u8]>,
+    opts: &ImageExportOptions,
+    w: &mut dyn Write,
+) -> Result<ImageExportResult> {
+    let b = build(snapshots, content, top, config, opts)?;
+    write_tarball(content, &b, opts, w)?;
+    Ok(b.result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let n = normalize_name("foo").unwrap();
+        assert_eq!(n.full, "docker.io/library/foo:latest");
+        assert_eq!(n.tag.as_deref(), Some("latest"));
+        assert_eq!(n.familiar.as_deref(), Some("foo:latest"));
+        let n = normalize_name("localhost:5000/a/b:v1").unwrap();
+        assert_eq!(n.full, "localhost:5000/a/b:v1");
+        assert_eq!(n.familiar.as_deref(), Some("localhost:5000/a/b:v1"));
+        let n = normalize_name("user/app:1.0").unwrap();
+        assert_eq!(n.full, "docker.io/user/app:1.0");
+        assert_eq!(n.familiar.as_deref(), Some("user/app:1.0"));
+        assert!(normalize_name("Bad").is_err());
+        assert!(normalize_name("a:").is_err());
+    }
+}

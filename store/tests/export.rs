@@ -1,0 +1,391 @@
+//! Exporters end to end: reproducible OCI/Docker tarballs, checked with
+//! skopeo and umoci when they are installed.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_store::exporter::{self, Dest, FsExportOptions, ImageExportOptions, ImageFormat};
+use kiln_store::layer::Compression;
+use kiln_store::{ContentStore, SnapshotId, SnapshotStore, fsutil};
+use serde_json::Value;
+
+const EPOCH: i64 = 1_700_000_000;
+
+/// Source trees with fixed mtimes, shared by every build.
+fn sources(t: &Path) -> (PathBuf, PathBuf) {
+    let base = t.join("src-base");
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::create_dir_all(base.join("usr/bin")).unwrap();
+    std::fs::write(base.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(base.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(base.join("usr/bin/tool"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::hard_link(base.join("usr/bin/tool"), base.join("usr/bin/tool2")).unwrap();
+    std::os::unix::fs::symlink("tool", base.join("usr/bin/t")).unwrap();
+    let up = t.join("src-up");
+    std::fs::create_dir_all(up.join("etc")).unwrap();
+    fsutil::make_whiteout(&up.join("etc"), "group".as_ref()).unwrap();
+    std::fs::create_dir_all(up.join("app")).unwrap();
+    std::fs::write(up.join("app/main"), "main").unwrap();
+    for root in [&base, &up] {
+        fix_times(root);
+    }
+    (base, up)
+}
+
+fn fix_times(p: &Path) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    if m.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            fix_times(&e.unwrap().path());
+        }
+    }
+    fsutil::set_mtime(p, 1_600_000_000, 0).unwrap();
+}
+
+struct Fixture {
+    _root: tempfile::TempDir,
+    ss: SnapshotStore,
+    cs: ContentStore,
+    top: SnapshotId,
+}
+
+fn fixture(base: &Path, up: &Path) -> Fixture {
+    let root = tempfile::tempdir().unwrap();
+    let ss = SnapshotStore::new(root.path()).unwrap();
+    let cs = ContentStore::new(root.path()).unwrap();
+    let b = ss.create_from_dir(base, None).unwrap();
+    let u = ss.create_from_diff_dir(up, Some(&b)).unwrap();
+    // An op that changed nothing: an empty diff.
+    let a = ss.prepare(Some(&u)).unwrap();
+    let top = ss.commit(a).unwrap();
+    Fixture {
+        _root: root,
+        ss,
+        cs,
+        top,
+    }
+}
+
+const CONFIG: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/app/main"]},
+"history":[{"created_by":"base"},{"created_by":"COPY app /app"},{"created_by":"RUN true"}]}"#;
+
+fn attrs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn tar_entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut ar = tar::Archive::new(bytes);
+    let mut out = BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        out.insert(p, v);
+    }
+    out
+}
+
+fn tool(name: &str) -> bool {
+    let found = Command::new(name).arg("--version").output().is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is not installed but CI is set");
+        }
+        eprintln!("\n*** SKIPPING the {name} check: {name} is not on PATH ***\n");
+    }
+    found
+}
+
+#[test]
+fn oci_tarball_is_reproducible_and_consistent() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let mut outputs = Vec::new();
+    for i in 0..2 {
+        let f = fixture(&base, &up);
+        let dest = t.path().join(format!("out{i}.tar"));
+        let dest_s = dest.to_str().unwrap().to_owned();
+        let epoch = EPOCH.to_string();
+        let opts = ImageExportOptions::from_attrs(
+            ImageFormat::Oci,
+            &attrs(&[
+                ("dest", &dest_s),
+                ("name", "example.com/kiln/test:v1"),
+                ("source-date-epoch", &epoch),
+            ]),
+        )
+        .unwrap();
+        let r = exporter::export_image(&f.ss, &f.cs, Some(&f.top), Some(CONFIG.as_bytes()), &opts)
+            .unwrap();
+        outputs.push((std::fs::read(&dest).unwrap(), r));
+    }
+    assert_eq!(
+        outputs[0].0, outputs[1].0,
+        "two builds gave different tarballs"
+    );
+    assert_eq!(outputs[0].1, outputs[1].1);
+
+    let (bytes, r) = &outputs[0];
+    let files = tar_entries(bytes);
+    let names: Vec<&String> = files.keys().collect();
+    assert!(names.iter().any(|n| *n == "oci-layout") && names.iter().any(|n| *n == "index.json"));
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let m = &index["manifests"][0];
+    assert_eq!(m["digest"], r.manifest_digest.as_str());
+    assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "v1");
+    assert_eq!(
+        m["annotations"]["io.containerd.image.name"],
+        "example.com/kiln/test:v1"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&files[&format!("blobs/sha256/{}", r.manifest_digest.hex())])
+            .unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "the empty diff is skipped");
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let config: Value =
+        serde_json::from_slice(&files[&format!("blobs/sha256/{}", r.config_digest.hex())]).unwrap();
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    let hist = config["history"].as_array().unwrap();
+    assert_eq!(hist.len(), 3);
+    assert_eq!(hist[2]["empty_layer"], true);
+    // Every blob is where the manifest says, with the right digest.
+    for l in layers {
+        let d: String = l["digest"].as_str().unwrap().into();
+        let blob = &files[&format!("blobs/sha256/{}", &d[7..])];
+        assert_eq!(kiln_store::Digest::of_bytes(blob).to_string(), d);
+        assert_eq!(blob.len() as u64, l["size"].as_u64().unwrap());
+    }
+    // Outer tar: fixed owners and times.
+    let mut ar = tar::Archive::new(&bytes[..]);
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.header().uid().unwrap(), 0);
+        assert_eq!(e.header().mtime().unwrap(), EPOCH as u64);
+    }
+
+    let path = t.path().join("out0.tar");
+    if tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", path.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+    }
+    if tool("umoci") {
+        let layout = t.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        kiln_store::layer::unpack_archive(&bytes[..], &layout).unwrap();
+        let bundle = t.path().join("bundle");
+        let out = Command::new("umoci")
+            .arg("unpack")
+            .arg("--rootless")
+            .arg("--image")
+            .arg(format!("{}:v1", layout.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rootfs = bundle.join("rootfs");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("app/main")).unwrap(),
+            "main"
+        );
+        assert!(rootfs.join("etc/passwd").is_file());
+        assert!(!rootfs.join("etc/group").exists(), "whiteout not applied");
+        assert_eq!(
+            std::fs::read_link(rootfs.join("usr/bin/t")).unwrap(),
+            Path::new("tool")
+        );
+    }
+}
+
+#[test]
+fn docker_tarball_loads() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let f = fixture(&base, &up);
+    let dest = t.path().join("docker.tar");
+    let mut opts = ImageExportOptions::new(ImageFormat::Docker);
+    opts.dest = Dest::Path(dest.clone());
+    opts.names = vec!["kiln-test:latest".into()];
+    assert!(!opts.oci_mediatypes);
+    let r =
+        exporter::export_image(&f.ss, &f.cs, Some(&f.top), Some(CONFIG.as_bytes()), &opts).unwrap();
+    assert_eq!(
+        r.manifest_media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let files = tar_entries(&std::fs::read(&dest).unwrap());
+    let mj: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(mj[0]["RepoTags"][0], "kiln-test:latest");
+    assert_eq!(
+        mj[0]["Config"],
+        format!("blobs/sha256/{}", r.config_digest.hex())
+    );
+    assert_eq!(mj[0]["Layers"].as_array().unwrap().len(), 2);
+    let manifest: Value =
+        serde_json::from_slice(&files[&format!("blobs/sha256/{}", r.manifest_digest.hex())])
+            .unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    if tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", dest.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn zstd_and_uncompressed_layouts() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let f = fixture(&base, &up);
+    for (c, mt) in [
+        (
+            Compression::Zstd,
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (
+            Compression::Uncompressed,
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
+    ] {
+        let dir = t.path().join(format!("layout-{}", c.name()));
+        let opts = ImageExportOptions::from_attrs(
+            ImageFormat::Oci,
+            &attrs(&[
+                ("dest", dir.to_str().unwrap()),
+                ("tar", "false"),
+                ("compression", c.name()),
+                ("name", "kiln/x:1"),
+            ]),
+        )
+        .unwrap();
+        let r = exporter::export_image(&f.ss, &f.cs, Some(&f.top), None, &opts).unwrap();
+        let m: Value = serde_json::from_slice(
+            &std::fs::read(dir.join("blobs/sha256").join(r.manifest_digest.hex())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["layers"][0]["mediaType"], mt);
+        let idx: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
+        // Read it back through the OCI layout reader.
+        let root2 = tempfile::tempdir().unwrap();
+        let ss2 = SnapshotStore::new(root2.path()).unwrap();
+        let cs2 = ContentStore::new(root2.path()).unwrap();
+        let layout = kiln_store::ocilayout::OciLayout::open(&dir).unwrap();
+        let img = layout.resolve(Some("1"), None).unwrap();
+        assert_eq!(img.manifest_digest, r.manifest_digest);
+        let top = layout.unpack(&img, &cs2, &ss2).unwrap().unwrap();
+        let v = ss2.view(&top).unwrap();
+        assert_eq!(std::fs::read_to_string(v.join("app/main")).unwrap(), "main");
+        assert!(!v.join("etc/group").exists());
+        if tool("skopeo") {
+            let out = Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("oci:{}:1", dir.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "skopeo: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn local_and_tar_exporters() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let f = fixture(&base, &up);
+    let out = t.path().join("local");
+    exporter::export_local(&f.ss, Some(&f.top), &out).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("app/main")).unwrap(),
+        "main"
+    );
+    assert!(!out.join("etc/group").exists());
+    assert!(out.join("etc/passwd").is_file());
+
+    let tarf = t.path().join("fs.tar");
+    let o = FsExportOptions::from_attrs(&attrs(&[
+        ("dest", tarf.to_str().unwrap()),
+        ("source-date-epoch", "5"),
+    ]))
+    .unwrap();
+    exporter::export_tar(&f.ss, Some(&f.top), &o).unwrap();
+    let bytes = std::fs::read(&tarf).unwrap();
+    let files = tar_entries(&bytes);
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert!(
+        names.contains(&"app/main")
+            && names.contains(&"etc/passwd")
+            && !names.contains(&"etc/group")
+    );
+    let mut ar = tar::Archive::new(&bytes[..]);
+    for e in ar.entries().unwrap() {
+        assert!(e.unwrap().header().mtime().unwrap() <= 5);
+    }
+}
+
+#[test]
+fn bad_options_are_refused() {
+    for kv in [
+        ("compression", "lz4"),
+        ("compression-level", "x"),
+        ("oci-mediatypes", "maybe"),
+        ("source-date-epoch", "-1"),
+    ] {
+        assert!(
+            ImageExportOptions::from_attrs(ImageFormat::Oci, &attrs(&[kv])).is_err(),
+            "{kv:?}"
+        );
+    }
+    let e = ImageExportOptions::from_attrs(
+        ImageFormat::Oci,
+        &attrs(&[("compression", "gzip"), ("compression-level", "12")]),
+    );
+    assert!(e.is_err());
+    let o =
+        ImageExportOptions::from_attrs(ImageFormat::Oci, &attrs(&[("annotation.x", "y")])).unwrap();
+    assert_eq!(o.ignored, vec!["annotation.x".to_string()]);
+}
