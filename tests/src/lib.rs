@@ -2,6 +2,9 @@
 //! conformance data are, and small process utilities. Registry and base-image
 //! fixtures live in their own modules.
 
+pub mod busybox;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

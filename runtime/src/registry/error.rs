@@ -27,7 +27,7 @@ pub enum Error {
         input: String,
     },
     /// A request to the registry failed.
-    #[error("{op} {reference}: registry answered: {answer}")]
+    #[error("{op} {reference}: registry answered{}: {answer}", status_text(status))]
     Registry {
         /// What was being done ("resolve", "pull blob", "push manifest"...).
         op: &'static str,
@@ -150,6 +150,12 @@ impl Error {
                 E::AuthenticationFailure(_) => Some(401),
                 E::ImageManifestNotFoundError(_) => Some(404),
                 E::RequestError(r) => r.status().map(|s| s.as_u16()),
+                // The distribution spec fixes the status of each error code;
+                // oci-client keeps only the envelope.
+                E::RegistryError { envelope, .. } => envelope
+                    .errors
+                    .first()
+                    .map(|err| envelope_status(&err.code)),
                 _ => None,
             };
             Error::Registry {
@@ -167,6 +173,26 @@ impl Error {
             Error::Registry { status, .. } => *status,
             _ => None,
         }
+    }
+}
+
+fn status_text(status: &Option<u16>) -> String {
+    status.map(|s| format!(" HTTP {s}")).unwrap_or_default()
+}
+
+fn envelope_status(code: &oci_client::errors::OciErrorCode) -> u16 {
+    use oci_client::errors::OciErrorCode as C;
+    match code {
+        C::BlobUnknown
+        | C::BlobUploadUnknown
+        | C::ManifestUnknown
+        | C::NameUnknown
+        | C::NotFound => 404,
+        C::Unauthorized => 401,
+        C::Denied => 403,
+        C::Toomanyrequests => 429,
+        C::Unsupported => 405,
+        _ => 400,
     }
 }
 
