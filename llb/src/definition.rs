@@ -84,7 +84,7 @@ pub enum DefinitionError {
         /// The requested output index.
         index: i64,
         /// How many outputs the target has.
-        outputs: usize,
+        outputs: u64,
     },
     /// An index inside an op (mount input, file action input, merge/diff
     /// input) points outside the op's inputs.
@@ -211,7 +211,7 @@ impl Definition {
                     });
                 };
                 if let Some(outputs) = output_count(&self.ops[t].op)
-                    && (input.index < 0 || input.index as u64 >= outputs as u64)
+                    && (input.index < 0 || input.index as u64 >= outputs)
                 {
                     return Err(DefinitionError::OutputOutOfRange {
                         op: entry.digest.clone(),
@@ -341,7 +341,7 @@ impl Definition {
 }
 
 /// How many outputs an op has, when that is knowable from the op alone.
-fn output_count(op: &pb::Op) -> Option<usize> {
+fn output_count(op: &pb::Op) -> Option<u64> {
     use pb::op::Op as K;
     match op.op.as_ref()? {
         K::Source(_) | K::File(_) | K::Merge(_) | K::Diff(_) => Some(1),
@@ -349,7 +349,7 @@ fn output_count(op: &pb::Op) -> Option<usize> {
             e.mounts
                 .iter()
                 .filter(|m| m.output >= 0)
-                .map(|m| m.output as usize + 1)
+                .map(|m| (m.output as u64).saturating_add(1))
                 .max()
                 .unwrap_or(0),
         ),

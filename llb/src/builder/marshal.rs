@@ -3,8 +3,8 @@
 //! Ops are emitted in post order (inputs before their users), each distinct
 //! digest once, followed by the terminal pseudo-op. Every op gets a
 //! metadata entry (possibly empty), the terminal one carries the
-//! definition-level caps, and `Definition.source` is always present, as with
-//! BuildKit's Go client.
+//! definition-level caps, and `Definition.source` is present (possibly
+//! empty) for every non-scratch graph, as with BuildKit's Go client.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -90,10 +90,9 @@ impl<'a> Marshaler<'a> {
 
     pub(crate) fn run(mut self, head: Option<&Output>) -> Result<pb::Definition, BuildError> {
         let Some(head) = head else {
-            return Ok(pb::Definition {
-                source: Some(pb::Source::default()),
-                ..Default::default()
-            });
+            // Like BuildKit: scratch is an empty definition without source
+            // maps.
+            return Ok(pb::Definition::default());
         };
         // Iterative post-order DFS, so long chains cannot exhaust the stack.
         let mut stack: Vec<(Arc<Vertex>, bool)> = vec![(head.vertex.clone(), false)];

@@ -27,8 +27,9 @@ pub fn merge_with(inputs: &[State], mut constraints: Constraints) -> State {
     }
 }
 
-/// The changes that turn `lower` into `upper`. A scratch `lower` gives
-/// `upper` itself; two scratch states give scratch.
+/// The changes that turn `lower` into `upper` (the result keeps `lower`'s
+/// settings). A scratch `lower` gives `upper` itself; two scratch states
+/// give scratch.
 pub fn diff(lower: &State, upper: &State) -> State {
     diff_with(lower, upper, Constraints::default())
 }
@@ -46,5 +47,5 @@ pub fn diff_with(lower: &State, upper: &State, mut constraints: Constraints) -> 
         },
         constraints,
     };
-    upper.with_output(Some(Output::new(vertex, 0)))
+    lower.with_output(Some(Output::new(vertex, 0)))
 }

@@ -616,7 +616,7 @@ fn scratch_marshals_to_empty_definition() {
     let def = marshal(&scratch());
     assert!(def.def.is_empty());
     assert!(def.metadata.is_empty());
-    assert_eq!(def.source, Some(pb::Source::default()));
+    assert_eq!(def, pb::Definition::default());
 }
 
 #[test]
