@@ -38,3 +38,6 @@ pub mod pb;
 
 pub use definition::{Definition, DefinitionError, OpEntry};
 pub use digest::{Digest, DigestParseError};
+/// The protobuf runtime the [`pb`] types implement ([`prost::Message`] for
+/// `encode_to_vec` / `decode`), re-exported so users need no version match.
+pub use prost;

@@ -252,6 +252,13 @@ impl State {
     pub fn marshal(&self, opts: &MarshalOptions) -> Result<pb::Definition, BuildError> {
         Marshaler::new(opts).run(self.output.as_ref())
     }
+
+    /// [`State::marshal`], encoded to bytes (what a frontend returns and
+    /// the gateway's `solve` takes).
+    pub fn marshal_to_vec(&self, opts: &MarshalOptions) -> Result<Vec<u8>, BuildError> {
+        use prost::Message as _;
+        Ok(self.marshal(opts)?.encode_to_vec())
+    }
 }
 
 pub(crate) fn set_env(env: &mut Vec<(String, String)>, key: String, value: String) {
