@@ -7,4 +7,6 @@
 //! `kiln-runtime`.
 
 pub mod builtin;
+pub mod cli;
+pub mod control;
 pub mod frontend;

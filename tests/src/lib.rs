@@ -56,7 +56,9 @@ pub fn kiln(root: &Path) -> Command {
 /// Run a command and return its output, failing the test with both streams
 /// when it does not exit 0.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
@@ -70,7 +72,9 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Run a command that must fail; return its output.
 pub fn run_fail(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         !out.status.success(),
         "{cmd:?} unexpectedly succeeded\n--- stdout\n{}\n--- stderr\n{}",
@@ -93,4 +97,34 @@ pub fn require_tool(name: &str) -> bool {
         eprintln!("SKIPPING: `{name}` is not installed on this machine");
     }
     found
+}
+
+/// Build the third-party-style test frontend (`tests/guests/testguest`) for
+/// `wasm32-wasip2` once per test process and return the component's path.
+pub fn testguest_wasm() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = workspace_root();
+        let target = root.join("target/guests");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args([
+                "build",
+                "-p",
+                "kiln-testguest",
+                "--target",
+                "wasm32-wasip2",
+                "--profile",
+                "wasm",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("run cargo to build the test guest");
+        assert!(status.success(), "building the test guest failed");
+        target.join("wasm32-wasip2/wasm/kiln_testguest.wasm")
+    })
+    .clone()
 }

@@ -1,0 +1,404 @@
+//! The command line, in buildctl's words.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::control::{Controller, OutputSpec, SolveRequest};
+use crate::frontend::FrontendLimits;
+
+/// kiln builds container images from Dockerfiles, buildpacks apps or any
+/// LLB, with frontends that are WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about, long_about = None)]
+pub struct Cli {
+    /// State directory (default: /var/lib/kiln as root, else ~/.local/share/kiln).
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build, like `buildctl build`.
+    Build(BuildArgs),
+    /// Show disk usage of the build cache.
+    Du(DuArgs),
+    /// Remove build cache.
+    Prune(PruneArgs),
+    /// Debugging tools.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+    /// Run kiln as a daemon serving many clients.
+    Daemon(DaemonArgs),
+}
+
+/// `kiln build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Frontend: `dockerfile.v0`, `buildpacks.v0`, `gateway.v0` (with
+    /// `--opt source=FILE`) or a path to a .wasm component. Without it,
+    /// an LLB definition is read from stdin.
+    #[arg(long)]
+    pub frontend: Option<String>,
+    /// Frontend option `key=value` (repeatable), e.g. `filename=Dockerfile`,
+    /// `target=stage`, `build-arg:FOO=bar`.
+    #[arg(long = "opt", value_name = "KEY=VALUE")]
+    pub opts: Vec<String>,
+    /// Local directory `name=dir` (repeatable), e.g. `context=.`, `dockerfile=.`.
+    #[arg(long = "local", value_name = "NAME=DIR")]
+    pub locals: Vec<String>,
+    /// Output `type=oci|docker|local|tar|image|llb,dest=…,name=…` (repeatable).
+    #[arg(long = "output", short = 'o', value_name = "type=TYPE,KEY=VALUE")]
+    pub outputs: Vec<String>,
+    /// Progress output: auto, plain, tty or rawjson.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Secret `id=ID,src=FILE` or `id=ID,env=VAR` (repeatable).
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket `default` or `ID=PATH` (repeatable).
+    #[arg(long = "ssh", value_name = "default|ID=PATH")]
+    pub ssh: Vec<String>,
+    /// Export build cache `type=local|registry|inline,…` (repeatable).
+    #[arg(long = "export-cache", value_name = "type=TYPE,KEY=VALUE")]
+    pub export_cache: Vec<String>,
+    /// Import build cache `type=local|registry,…` (repeatable).
+    #[arg(long = "import-cache", value_name = "type=TYPE,KEY=VALUE")]
+    pub import_cache: Vec<String>,
+    /// Do not use the cache for any step.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Explain, for each step that missed the cache, why.
+    #[arg(long)]
+    pub explain_cache: bool,
+    /// CPU time a frontend may spend, in seconds.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub frontend_timeout: f64,
+    /// Memory a frontend may use, in MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub frontend_memory: u64,
+    /// Number of solve calls a frontend may make.
+    #[arg(long, default_value_t = 10_000)]
+    pub frontend_max_solves: u64,
+    /// Size of a frontend's result or of one solved definition, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub frontend_max_result: u64,
+    /// Bytes of log a frontend may write, in KiB.
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    pub frontend_max_log: u64,
+}
+
+/// `kiln du`.
+#[derive(Args, Debug)]
+pub struct DuArgs {
+    /// Show every record in detail.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Filter records, e.g. `type=exec.cachemount`.
+    #[arg(long)]
+    pub filter: Vec<String>,
+}
+
+/// `kiln prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove everything, not just the reclaimable records.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep records used within this duration (e.g. `48h`).
+    #[arg(long)]
+    pub keep_duration: Option<String>,
+    /// Keep this much storage (e.g. `10GB`).
+    #[arg(long)]
+    pub keep_storage: Option<String>,
+    /// Filter records.
+    #[arg(long)]
+    pub filter: Vec<String>,
+}
+
+/// `kiln daemon`.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Address to listen on: `unix:///run/kiln/kiln.sock` or `tcp://HOST:PORT`.
+    #[arg(long)]
+    pub addr: Option<String>,
+}
+
+/// `kiln debug …`.
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Print an LLB definition (from FILE or stdin) as JSON lines, like
+    /// `buildctl debug dump-llb`.
+    DumpLlb {
+        /// A file holding a marshaled `pb.Definition`; stdin when absent.
+        file: Option<PathBuf>,
+        /// Print a Graphviz graph instead.
+        #[arg(long)]
+        dot: bool,
+    },
+}
+
+/// Split `a=b,c="d,e"` into pairs, the way buildctl reads its CSV flags.
+pub fn parse_kv_csv(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        bail!("unterminated quote in {s:?}");
+    }
+    fields.push(cur);
+    fields
+        .into_iter()
+        .filter(|f| !f.is_empty())
+        .map(|f| match f.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.to_string())),
+            None => Ok((f.trim().to_string(), String::new())),
+        })
+        .collect()
+}
+
+fn parse_output(s: &str) -> anyhow::Result<OutputSpec> {
+    let mut kind = None;
+    let mut attrs = BTreeMap::new();
+    for (k, v) in parse_kv_csv(s)? {
+        if k == "type" {
+            kind = Some(v);
+        } else {
+            attrs.insert(k, v);
+        }
+    }
+    let kind = kind.with_context(|| format!("--output {s:?} has no type="))?;
+    match kind.as_str() {
+        "oci" | "docker" | "local" | "tar" | "image" | "llb" => {}
+        "registry" => {
+            attrs.insert("push".into(), "true".into());
+            return Ok(OutputSpec {
+                kind: "image".into(),
+                attrs,
+            });
+        }
+        other => bail!(
+            "--output type={other} is not an exporter kiln knows: use oci, docker, local, tar, \
+             image (or registry) or llb"
+        ),
+    }
+    Ok(OutputSpec { kind, attrs })
+}
+
+fn parse_secret(s: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let kv: BTreeMap<String, String> = parse_kv_csv(s)?.into_iter().collect();
+    let id = kv
+        .get("id")
+        .cloned()
+        .with_context(|| format!("--secret {s:?} has no id="))?;
+    if let Some(src) = kv.get("src").or_else(|| kv.get("source")) {
+        let data = std::fs::read(src).with_context(|| format!("reading secret {id} from {src}"))?;
+        return Ok((id, data));
+    }
+    if let Some(var) = kv.get("env") {
+        let v = std::env::var_os(var)
+            .with_context(|| format!("secret {id}: environment variable {var} is not set"))?;
+        return Ok((id, v.into_encoded_bytes()));
+    }
+    // buildctl: with neither, `id` names both the env var and the file.
+    if let Some(v) = std::env::var_os(&id) {
+        return Ok((id, v.into_encoded_bytes()));
+    }
+    bail!("--secret {s:?} needs src=FILE or env=VAR")
+}
+
+fn parse_ssh(s: &str) -> anyhow::Result<(String, PathBuf)> {
+    let (id, path) = match s.split_once('=') {
+        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").with_context(|| {
+                format!("--ssh {s}: no socket path given and SSH_AUTH_SOCK is not set")
+            })?;
+            (s.to_string(), PathBuf::from(sock))
+        }
+    };
+    Ok((id, path))
+}
+
+fn default_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d).join("kiln"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".local/share/kiln"),
+    }
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    match cli.command {
+        Command::Debug(DebugCommand::DumpLlb { file, dot }) => dump_llb(file, dot),
+        Command::Build(args) => build(root, args),
+        Command::Du(_) => {
+            bail!("kiln du is not available yet: cache accounting lands with the cache issue")
+        }
+        Command::Prune(_) => bail!(
+            "kiln prune is not available yet: cache garbage collection lands with the cache issue"
+        ),
+        Command::Daemon(_) => {
+            bail!("kiln daemon is not available yet: kiln runs embedded (no daemon needed)")
+        }
+    }
+}
+
+fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display())),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut buf)
+                .context("reading stdin")?;
+            Ok(buf)
+        }
+    }
+}
+
+fn dump_llb(file: Option<PathBuf>, dot: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let bytes = read_input(file)?;
+    let def = kiln_llb::Definition::decode(&bytes).context("reading the LLB definition")?;
+    let text = if dot {
+        kiln_llb::dump::dump_dot(&def)
+    } else {
+        kiln_llb::dump::dump_json_lines(&def)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn build(root: PathBuf, a: BuildArgs) -> anyhow::Result<()> {
+    if !a.export_cache.is_empty() || !a.import_cache.is_empty() {
+        bail!(
+            "--export-cache and --import-cache are not supported by this kiln yet; the local \
+             cache under --root is always used"
+        );
+    }
+    let mut frontend_opts = BTreeMap::new();
+    for o in &a.opts {
+        let (k, v) = o.split_once('=').unwrap_or((o.as_str(), ""));
+        frontend_opts.insert(k.to_string(), v.to_string());
+    }
+    let mut locals = BTreeMap::new();
+    for l in &a.locals {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--local {l:?} must be NAME=DIR"))?;
+        let dir = PathBuf::from(v);
+        if !dir.is_dir() {
+            bail!("--local {k}={v}: {v} is not a directory");
+        }
+        locals.insert(k.to_string(), std::fs::canonicalize(&dir)?);
+    }
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secrets = a
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let ssh = a
+        .ssh
+        .iter()
+        .map(|s| parse_ssh(s))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let definition = if a.frontend.is_none() {
+        Some(read_input(None)?)
+    } else {
+        None
+    };
+    let limits = FrontendLimits {
+        timeout: Duration::from_secs_f64(a.frontend_timeout.max(0.001)),
+        max_memory_bytes: a.frontend_memory << 20,
+        max_solves: a.frontend_max_solves,
+        max_result_bytes: a.frontend_max_result << 20,
+        max_log_bytes: a.frontend_max_log << 10,
+        ..FrontendLimits::default()
+    };
+    let progress = match a.progress.as_str() {
+        "auto" => {
+            use std::io::IsTerminal as _;
+            if std::io::stderr().is_terminal() {
+                "tty"
+            } else {
+                "plain"
+            }
+            .to_string()
+        }
+        "plain" | "tty" | "rawjson" | "quiet" => a.progress.clone(),
+        other => bail!("--progress {other}: use auto, plain, tty or rawjson"),
+    };
+    let req = SolveRequest {
+        frontend: a.frontend,
+        frontend_opts,
+        definition,
+        locals,
+        outputs,
+        secrets,
+        ssh,
+        no_cache: a.no_cache,
+        explain_cache: a.explain_cache,
+        progress,
+        limits,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let ctl = Controller::open(root)?;
+        ctl.solve(req).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv() {
+        let kv = parse_kv_csv(r#"type=oci,dest=a.tar,name="x,y""#).unwrap();
+        assert_eq!(kv[2], ("name".to_string(), "x,y".to_string()));
+        assert!(parse_kv_csv(r#"a="b"#).is_err());
+    }
+
+    #[test]
+    fn outputs() {
+        let o = parse_output("type=local,dest=out").unwrap();
+        assert_eq!(o.kind, "local");
+        assert_eq!(o.attrs["dest"], "out");
+        assert!(parse_output("dest=x").is_err());
+        let e = parse_output("type=zip").unwrap_err().to_string();
+        assert!(e.contains("type=zip"), "{e}");
+    }
+}

@@ -1,0 +1,440 @@
+//! The one in-process API: a [`SolveRequest`] in, exported artifacts out.
+//!
+//! `control` picks the frontend, runs it against a [`Bridge`] into the
+//! engine, solves the LLB it returns and runs the exporters. The CLI calls
+//! it directly (embedded mode); a daemon would serve the same request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use crate::builtin;
+use crate::frontend::{
+    Bridge, BuildOutput, FileStat, FrontendError, FrontendLimits, FrontendRuntime, ImageConfig,
+    Warning,
+};
+use kiln_engine::{Engine, EngineConfig, Progress, ProgressMode, Session, SolvedRef};
+
+/// One `--output`: its type and attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// `oci`, `docker`, `local`, `tar`, `image`, `llb`.
+    pub kind: String,
+    /// The other `k=v` pairs.
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// Everything one build needs.
+#[derive(Clone, Debug, Default)]
+pub struct SolveRequest {
+    /// Frontend name, `gateway.v0`, or a path; `None` reads LLB from `definition`.
+    pub frontend: Option<String>,
+    /// `--opt` pairs.
+    pub frontend_opts: BTreeMap<String, String>,
+    /// An encoded Definition, when there is no frontend.
+    pub definition: Option<Vec<u8>>,
+    /// `--local name=dir`.
+    pub locals: BTreeMap<String, PathBuf>,
+    /// `--output`.
+    pub outputs: Vec<OutputSpec>,
+    /// `--secret id=…` contents, in memory only.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh id=socket`.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--explain-cache`.
+    pub explain_cache: bool,
+    /// `--progress` mode.
+    pub progress: String,
+    /// Frontend limits.
+    pub limits: FrontendLimits,
+}
+
+/// The embedded controller: one engine and one frontend runtime.
+pub struct Controller {
+    engine: Arc<Engine>,
+    runtime: Arc<FrontendRuntime>,
+    root: PathBuf,
+}
+
+impl Controller {
+    /// Open the state under `root`.
+    pub fn open(root: PathBuf) -> anyhow::Result<Controller> {
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("creating the state directory {}", root.display()))?;
+        let engine = Engine::open(&root, EngineConfig::default())
+            .with_context(|| format!("opening the state directory {}", root.display()))?;
+        let runtime = FrontendRuntime::new(Some(root.join("frontends")))?;
+        Ok(Controller {
+            engine,
+            runtime: Arc::new(runtime),
+            root,
+        })
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &PathBuf {
+        &self.root
+    }
+
+    /// Run one build to the end.
+    pub async fn solve(&self, req: SolveRequest) -> anyhow::Result<()> {
+        let mode = ProgressMode::parse(&req.progress)
+            .with_context(|| format!("unknown progress mode {:?}", req.progress))?;
+        let mut session = Session::new(Progress::new(mode));
+        session.locals = req.locals.clone();
+        session.secrets = req.secrets.clone();
+        session.ssh = req.ssh.clone();
+        session.no_cache = req.no_cache;
+        session.explain_cache = req.explain_cache;
+        let session = Arc::new(session);
+
+        let (definition, image_config) = match &req.frontend {
+            None => {
+                let def = req
+                    .definition
+                    .clone()
+                    .context("no --frontend given and no LLB definition on stdin")?;
+                (def, None)
+            }
+            Some(name) => self.run_frontend(name, &req, session.clone()).await?,
+        };
+
+        // `type=llb` writes the definition and needs no solve.
+        let (llb_outputs, outputs): (Vec<_>, Vec<_>) =
+            req.outputs.iter().partition(|o| o.kind == "llb");
+        for o in &llb_outputs {
+            write_dest(
+                o.attrs.get("dest").map(String::as_str).unwrap_or("-"),
+                &definition,
+            )?;
+        }
+        if !llb_outputs.is_empty() && outputs.is_empty() {
+            return Ok(());
+        }
+
+        let solved = self.engine.solve(&definition, session.clone()).await?;
+        for o in outputs {
+            if o.kind == "image" {
+                bail!(
+                    "--output type=image (registry push) is not supported by this kiln yet; \
+                     use type=oci or type=docker and push the tarball"
+                );
+            }
+            self.engine
+                .export(
+                    Some(&solved),
+                    image_config.as_deref(),
+                    &o.kind,
+                    &o.attrs,
+                    session.clone(),
+                )
+                .await
+                .with_context(|| format!("exporting type={}", o.kind))?;
+        }
+        Ok(())
+    }
+
+    /// Load the frontend `name` names, run it and return the definition of
+    /// its result plus the image config.
+    async fn run_frontend(
+        &self,
+        name: &str,
+        req: &SolveRequest,
+        session: Arc<Session>,
+    ) -> anyhow::Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let wasm = self.frontend_bytes(name, &req.frontend_opts)?;
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking({
+            let runtime = runtime.clone();
+            move || runtime.load(&wasm)
+        })
+        .await??;
+        session.progress.message(&format!(
+            "frontend {name} {} {} in {:.1}ms",
+            loaded.digest,
+            if loaded.cache_hit {
+                "loaded from the compiled-artifact cache"
+            } else {
+                "compiled"
+            },
+            loaded.load_time.as_secs_f64() * 1000.0
+        ));
+
+        let mut options: BTreeMap<String, String> = req.frontend_opts.clone();
+        if req.no_cache {
+            options.entry("no-cache".into()).or_default();
+        }
+        let bridge = ControlBridge {
+            engine: self.engine.clone(),
+            session: session.clone(),
+            handles: HashMap::new(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        let limits = req.limits.clone();
+        let (result, bridge_state) = tokio::task::spawn_blocking(move || {
+            let shared = Arc::new(std::sync::Mutex::new(bridge));
+            let b = SharedBridge(shared.clone());
+            let r = runtime.run(
+                &loaded,
+                Box::new(b),
+                options.into_iter().collect(),
+                Vec::new(),
+                limits,
+            );
+            (r, shared)
+        })
+        .await?;
+        let out: BuildOutput = match result? {
+            Ok(out) => out,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("frontend {name} failed"))),
+        };
+        let handle = match out.refs.as_slice() {
+            [] => bail!("frontend {name} returned no result"),
+            [(_, h)] => h.clone(),
+            many => {
+                let want = req
+                    .frontend_opts
+                    .get("platform")
+                    .cloned()
+                    .unwrap_or_default();
+                many.iter()
+                    .find(|(p, _)| *p == want)
+                    .or_else(|| many.first())
+                    .map(|(_, h)| h.clone())
+                    .expect("non-empty")
+            }
+        };
+        let def = {
+            let guard = bridge_state
+                .lock()
+                .map_err(|_| anyhow::anyhow!("bridge poisoned"))?;
+            guard
+                .handles
+                .get(&handle)
+                .map(|h| h.definition.clone())
+                .with_context(|| format!("frontend {name} returned unknown handle {handle}"))?
+        };
+        let config = out.metadata("containerimage.config").map(<[u8]>::to_vec);
+        Ok((def, config))
+    }
+
+    /// The component bytes for a frontend name, `gateway.v0` with
+    /// `source=`, or a path.
+    fn frontend_bytes(
+        &self,
+        name: &str,
+        opts: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let source = if name == "gateway.v0" {
+            opts.get("source")
+                .cloned()
+                .context("--frontend gateway.v0 needs --opt source=<path to a .wasm component>")?
+        } else {
+            match builtin::get(name) {
+                Ok(Some(bytes)) => return Ok(bytes.to_vec()),
+                Ok(None) => name.to_string(),
+                Err(why) => bail!(why),
+            }
+        };
+        if let Some(Ok(Some(bytes))) = Some(builtin::get(&source)) {
+            return Ok(bytes.to_vec());
+        }
+        let path = PathBuf::from(&source);
+        if path.is_file() {
+            return std::fs::read(&path)
+                .with_context(|| format!("reading frontend {}", path.display()));
+        }
+        bail!(
+            "unknown frontend {source:?}: use one of {} or a path to a .wasm component \
+             (--frontend gateway.v0 --opt source=PATH)",
+            builtin::NAMES.join(", ")
+        )
+    }
+}
+
+fn write_dest(dest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    if dest == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()?;
+        return Ok(());
+    }
+    std::fs::write(dest, bytes).with_context(|| format!("writing {dest}"))
+}
+
+struct Handle {
+    definition: Vec<u8>,
+    solved: Option<SolvedRef>,
+}
+
+/// The bridge from a running frontend into the engine.
+struct ControlBridge {
+    engine: Arc<Engine>,
+    session: Arc<Session>,
+    handles: HashMap<String, Handle>,
+    rt: tokio::runtime::Handle,
+}
+
+impl ControlBridge {
+    fn solved(&mut self, handle: &str) -> Result<SolvedRef, FrontendError> {
+        let h = self
+            .handles
+            .get_mut(handle)
+            .ok_or_else(|| FrontendError::new(format!("unknown result handle {handle:?}")))?;
+        if let Some(r) = &h.solved {
+            return Ok(r.clone());
+        }
+        let r = self
+            .rt
+            .block_on(self.engine.solve(&h.definition, self.session.clone()))
+            .map_err(|e| FrontendError::new(format!("{e:#}")))?;
+        h.solved = Some(r.clone());
+        Ok(r)
+    }
+}
+
+fn fe(e: anyhow::Error) -> FrontendError {
+    FrontendError::new(format!("{e:#}"))
+}
+
+impl Bridge for ControlBridge {
+    fn solve(&mut self, definition: Vec<u8>, evaluate: bool) -> Result<String, FrontendError> {
+        let handle = format!("r{}", self.handles.len() + 1);
+        self.handles.insert(
+            handle.clone(),
+            Handle {
+                definition,
+                solved: None,
+            },
+        );
+        if evaluate {
+            self.solved(&handle)?;
+        }
+        Ok(handle)
+    }
+
+    fn read_file(
+        &mut self,
+        handle: &str,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Vec<u8>, FrontendError> {
+        let r = self.solved(handle)?;
+        self.engine.read_file(&r, path, offset, length).map_err(fe)
+    }
+
+    fn read_dir(
+        &mut self,
+        handle: &str,
+        path: &str,
+        include_pattern: Option<&str>,
+    ) -> Result<Vec<FileStat>, FrontendError> {
+        let r = self.solved(handle)?;
+        Ok(self
+            .engine
+            .read_dir(&r, path, include_pattern)
+            .map_err(fe)?
+            .into_iter()
+            .map(stat_from_engine)
+            .collect())
+    }
+
+    fn stat_file(&mut self, handle: &str, path: &str) -> Result<FileStat, FrontendError> {
+        let r = self.solved(handle)?;
+        self.engine.stat(&r, path).map(stat_from_engine).map_err(fe)
+    }
+
+    fn resolve_image_config(
+        &mut self,
+        reference: &str,
+        _platform: Option<(&str, &str, Option<&str>)>,
+        _resolve_mode: &str,
+    ) -> Result<ImageConfig, FrontendError> {
+        Err(FrontendError::new(format!(
+            "cannot resolve image {reference}: pulling images is not supported by this kiln yet"
+        )))
+    }
+
+    fn warn(&mut self, w: Warning) {
+        let text = match &w.location {
+            Some(l) => format!("WARN: {}:{}: {}", l.file, l.start_line, w.message),
+            None => format!("WARN: {}", w.message),
+        };
+        self.session.progress.message(&text);
+    }
+
+    fn log(&mut self, line: &str) {
+        self.session.progress.message(line);
+    }
+}
+
+fn stat_from_engine(s: kiln_engine::FileStat) -> FileStat {
+    FileStat {
+        path: s.path,
+        mode: s.mode,
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+        linkname: s.linkname,
+        uid: s.uid,
+        gid: s.gid,
+    }
+}
+
+/// A bridge shared with the controller, so the handles survive the run.
+struct SharedBridge(Arc<std::sync::Mutex<ControlBridge>>);
+
+impl SharedBridge {
+    fn with<R>(&self, f: impl FnOnce(&mut ControlBridge) -> R) -> R {
+        let mut g = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+}
+
+impl Bridge for SharedBridge {
+    fn solve(&mut self, definition: Vec<u8>, evaluate: bool) -> Result<String, FrontendError> {
+        self.with(|b| b.solve(definition, evaluate))
+    }
+    fn read_file(
+        &mut self,
+        handle: &str,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Vec<u8>, FrontendError> {
+        self.with(|b| b.read_file(handle, path, offset, length))
+    }
+    fn read_dir(
+        &mut self,
+        handle: &str,
+        path: &str,
+        include_pattern: Option<&str>,
+    ) -> Result<Vec<FileStat>, FrontendError> {
+        self.with(|b| b.read_dir(handle, path, include_pattern))
+    }
+    fn stat_file(&mut self, handle: &str, path: &str) -> Result<FileStat, FrontendError> {
+        self.with(|b| b.stat_file(handle, path))
+    }
+    fn resolve_image_config(
+        &mut self,
+        reference: &str,
+        platform: Option<(&str, &str, Option<&str>)>,
+        resolve_mode: &str,
+    ) -> Result<ImageConfig, FrontendError> {
+        self.with(|b| b.resolve_image_config(reference, platform, resolve_mode))
+    }
+    fn warn(&mut self, warning: Warning) {
+        self.with(|b| b.warn(warning))
+    }
+    fn log(&mut self, line: &str) {
+        self.with(|b| b.log(line))
+    }
+}
