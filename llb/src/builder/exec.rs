@@ -1,7 +1,7 @@
 //! Exec ops: run a process with a root filesystem and extra mounts.
 
 use super::marshal::{DefaultPath, Marshaler};
-use super::path::join_dir;
+use super::path::resolve_dir;
 use super::state::{Output, State, set_env};
 use super::{BuildError, Constraints, OpOptions, Vertex, VertexKind};
 use crate::pb;
@@ -238,7 +238,7 @@ impl Exec {
 
     /// Sets the working directory (relative paths join the state's dir).
     pub fn cwd(mut self, dir: &str) -> Self {
-        self.settings.dir = join_dir(&self.settings.dir, dir);
+        self.settings.dir = resolve_dir(&self.settings.dir, dir);
         self
     }
 

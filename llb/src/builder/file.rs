@@ -208,7 +208,8 @@ fn start(kind: ActionKind) -> FileAction {
     FileAction(Arc::new(ActionNode { prev: None, kind }))
 }
 
-/// Creates a directory.
+/// Creates a directory. Only the permission bits (`0o777`) of `mode` are
+/// kept, as in BuildKit's client.
 pub fn mkdir(path: impl Into<String>, mode: u32, opts: MkdirOptions) -> FileAction {
     start(ActionKind::Mkdir {
         path: path.into(),
@@ -217,7 +218,8 @@ pub fn mkdir(path: impl Into<String>, mode: u32, opts: MkdirOptions) -> FileActi
     })
 }
 
-/// Creates a file with `data`.
+/// Creates a file with `data`. Only the permission bits (`0o777`) of `mode`
+/// are kept.
 pub fn mkfile(
     path: impl Into<String>,
     mode: u32,
@@ -526,7 +528,7 @@ fn to_pb_action(kind: &ActionKind, parent: &str, base: i64) -> pb::file_action::
     match kind {
         ActionKind::Mkdir { path, mode, opts } => Action::Mkdir(pb::FileActionMkDir {
             path: normalize(parent, path, false),
-            mode: (*mode & 0o7777) as i32,
+            mode: (*mode & 0o777) as i32,
             make_parents: opts.make_parents,
             owner: owner(&opts.owner),
             timestamp: time(opts.timestamp),
@@ -538,7 +540,7 @@ fn to_pb_action(kind: &ActionKind, parent: &str, base: i64) -> pb::file_action::
             opts,
         } => Action::Mkfile(pb::FileActionMkFile {
             path: normalize(parent, path, false),
-            mode: (*mode & 0o7777) as i32,
+            mode: (*mode & 0o777) as i32,
             data: data.clone(),
             owner: owner(&opts.owner),
             timestamp: time(opts.timestamp),

@@ -38,6 +38,17 @@ pub(crate) fn join_dir(dir: &str, p: &str) -> String {
     }
 }
 
+/// A new working directory: an absolute `value` is taken as given (not
+/// cleaned, like BuildKit's `State.Dir`), a relative one is joined to
+/// `prev` and cleaned.
+pub(crate) fn resolve_dir(prev: &str, value: &str) -> String {
+    if value.starts_with('/') {
+        value.to_owned()
+    } else {
+        join_dir(prev, value)
+    }
+}
+
 /// Resolves `p` against `parent` like BuildKit's file-op path handling; with
 /// `keep_slash` a trailing `/` or `/.` of the input is preserved.
 pub(crate) fn normalize(parent: &str, p: &str, keep_slash: bool) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::exec::Exec;
 use super::file::{FileAction, FileSpec};
 use super::marshal::{MarshalOptions, Marshaler};
-use super::path::join_dir;
+use super::path::resolve_dir;
 use super::{BuildError, Constraints, Vertex, VertexKind};
 use crate::pb;
 
@@ -128,7 +128,7 @@ impl State {
     /// current one.
     pub fn dir(&self, dir: &str) -> Self {
         let mut s = self.clone();
-        s.dir = join_dir(&self.dir, dir);
+        s.dir = resolve_dir(&self.dir, dir);
         s
     }
 

@@ -661,5 +661,7 @@ fn state_env_and_dir() {
         .dir("y/../z");
     assert_eq!(st.env(), ["B=2", "A=3"]);
     assert_eq!(st.get_dir(), "/x/z");
+    // Absolute directories are kept verbatim, like BuildKit's `State.Dir`.
+    assert_eq!(st.dir("/abs/").get_dir(), "/abs/");
     assert_eq!(st.del_env("A").env(), ["B=2"]);
 }
