@@ -144,6 +144,31 @@ pub struct OverlaySpec {
     pub upper: Option<UpperDir>,
 }
 
+impl OverlaySpec {
+    /// The rootfs for a run on a snapshot prepared in overlay mode:
+    /// `lowers` from [`SnapshotStore::overlay_lowers`] of the parent, and the
+    /// active snapshot's upper and work dirs.
+    ///
+    /// [`SnapshotStore::overlay_lowers`]: kiln_store::SnapshotStore::overlay_lowers
+    pub fn for_active(lowers: &kiln_store::OverlayLowers, active: &kiln_store::Active) -> Self {
+        Self {
+            lowerdirs: lowers.absolute(),
+            upper: Some(UpperDir {
+                upperdir: active.upper(),
+                workdir: active.work(),
+            }),
+        }
+    }
+
+    /// A read-only rootfs over committed snapshots.
+    pub fn read_only(lowers: &kiln_store::OverlayLowers) -> Self {
+        Self {
+            lowerdirs: lowers.absolute(),
+            upper: None,
+        }
+    }
+}
+
 /// The writable part of an overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpperDir {

@@ -21,7 +21,7 @@ use oci_spec::runtime::{Mount as OciMount, MountBuilder};
 use super::output::Tail;
 use super::overlay::{is_mount_point, mount_overlay, unmount};
 use super::paths::{clean_container_path, resolve_in_root};
-use super::spec::{SpecInput, build};
+use super::spec::{SpecInput, bounding_set, build};
 use super::stubs::MountStubs;
 use super::user::resolve_user;
 use super::{
@@ -573,6 +573,7 @@ impl Executor for RuncExecutor {
                 .map(|p| format!("/{}/{id}", p.trim_matches('/'))),
             seccomp: self.cfg.seccomp,
             nofile: self.cfg.nofile.min(nofile_ceiling()),
+            cap_mask: bounding_set(),
         })
         .map_err(|source| Error::Spec {
             container_id: id.clone(),

@@ -37,6 +37,9 @@ pub(crate) struct SpecInput<'a> {
     pub cgroups_path: Option<String>,
     pub seccomp: bool,
     pub nofile: u64,
+    /// Capabilities this process may hand out (its bounding set, bit N =
+    /// capability N); a container cannot get more, so others are dropped.
+    pub cap_mask: u64,
 }
 
 /// containerd's default capabilities (`oci.defaultUnixCaps` plus the ones
@@ -238,6 +241,18 @@ fn standard_mounts(security: SecurityMode) -> Result<Vec<OciMount>, OciSpecError
     ])
 }
 
+/// This process' capability bounding set (all bits when unreadable).
+pub(crate) fn bounding_set() -> u64 {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// The default seccomp profile (see [`SECCOMP_DENY`]).
 pub(crate) fn default_seccomp() -> Result<LinuxSeccomp, OciSpecError> {
     use oci_spec::runtime::Arch;
@@ -262,12 +277,20 @@ pub(crate) fn default_seccomp() -> Result<LinuxSeccomp, OciSpecError> {
 
 /// Build the runtime config.
 pub(crate) fn build(input: SpecInput<'_>) -> Result<Spec, OciSpecError> {
+    // ALL_CAP_NAMES is in capability-number order.
+    let allowed: HashSet<Capability> = ALL_CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| input.cap_mask & (1u64 << i) != 0)
+        .filter_map(|(_, n)| serde_json::from_value(serde_json::Value::from(*n)).ok())
+        .collect();
     let caps: HashSet<Capability> = match input.security {
-        SecurityMode::Sandbox => DEFAULT_CAPS.iter().copied().collect(),
-        SecurityMode::Insecure => ALL_CAP_NAMES
+        SecurityMode::Sandbox => DEFAULT_CAPS
             .iter()
-            .filter_map(|n| serde_json::from_value(serde_json::Value::from(*n)).ok())
+            .copied()
+            .filter(|c| allowed.contains(c))
             .collect(),
+        SecurityMode::Insecure => allowed,
     };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -376,6 +399,7 @@ mod tests {
             cgroups_path: Some("/kiln/x".into()),
             seccomp: true,
             nofile: 1 << 20,
+            cap_mask: u64::MAX,
         }
     }
 

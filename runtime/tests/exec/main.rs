@@ -550,3 +550,31 @@ fn deep_overlay_stack_mounts() {
     );
     assert_eq!(f.ok(&req), "80\n");
 }
+
+#[test]
+fn insecure_mode_is_privileged() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let script = "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted; grep -E '^(CapEff|Seccomp):' /proc/self/status";
+    let mut req = f.sh(script);
+    req.security = kiln_runtime::executor::SecurityMode::Insecure;
+    let out = f.ok(&req);
+    assert!(out.starts_with("mounted\n"), "{out}");
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    // The sandbox refuses the same mount.
+    let e = f.run(&f.sh("mount -t tmpfs none /tmp")).unwrap_err();
+    assert!(matches!(e, Error::ExitCode { .. }), "{e}");
+}
+
+#[test]
+fn readonly_rootfs_refuses_writes() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let mut req = f.sh("touch /x 2>/dev/null && echo writable || echo refused");
+    req.readonly_rootfs = true;
+    assert_eq!(f.ok(&req), "refused\n");
+}
