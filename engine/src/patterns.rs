@@ -94,15 +94,11 @@ fn validate_segment(s: &str) -> Result<()> {
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if chars.next().is_none() {
-                    bail!("bad pattern segment {s:?}: trailing backslash");
-                }
+            '\\' if chars.next().is_none() => {
+                bail!("bad pattern segment {s:?}: trailing backslash");
             }
-            '[' => {
-                if !chars.any(|c| c == ']') {
-                    bail!("bad pattern segment {s:?}: unclosed [");
-                }
+            '[' if !chars.any(|c| c == ']') => {
+                bail!("bad pattern segment {s:?}: unclosed [");
             }
             _ => {}
         }

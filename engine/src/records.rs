@@ -164,12 +164,12 @@ impl Records {
         {
             let mut t = tx.open_table(CACHE)?;
             let cur = t.get(key.as_str())?.map(|v| v.value().to_vec());
-            if let Some(b) = cur {
-                if let Ok(mut r) = serde_json::from_slice::<Record>(&b) {
-                    r.last_used = now();
-                    r.usage_count += 1;
-                    t.insert(key.as_str(), serde_json::to_vec(&r)?.as_slice())?;
-                }
+            if let Some(b) = cur
+                && let Ok(mut r) = serde_json::from_slice::<Record>(&b)
+            {
+                r.last_used = now();
+                r.usage_count += 1;
+                t.insert(key.as_str(), serde_json::to_vec(&r)?.as_slice())?;
             }
         }
         tx.commit()?;

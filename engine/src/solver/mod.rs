@@ -295,10 +295,10 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
             Ok(k) => k,
             Err(e) => return Err(self.fail(&env, e.context("computing the cache key"))),
         };
-        if !self.ignore_cache {
-            if let Some(hit) = self.lookup(&env, &key)? {
-                return Ok(hit);
-            }
+        if !self.ignore_cache
+            && let Some(hit) = self.lookup(&env, &key)?
+        {
+            return Ok(hit);
         }
         // One computation per key across concurrent solves of this engine.
         let lock = {

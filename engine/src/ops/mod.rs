@@ -1,0 +1,332 @@
+//! Ops: the one place joining the generic solver with kiln-store (and, for
+//! exec and image pulls, kiln-runtime).
+//!
+//! A result is a [`Ref`]: a committed snapshot of kiln-store, or the empty
+//! filesystem. Ops build new snapshots in the store's temp space and commit
+//! them before returning, so a record never names an uncommitted result.
+//! Blocking filesystem work runs in `spawn_blocking`.
+
+mod diff;
+pub mod exec;
+mod file;
+mod image;
+mod local;
+mod merge;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use kiln_llb::OpEntry;
+use kiln_llb::pb;
+use kiln_store::{ContentStore, SnapshotId, SnapshotStore};
+
+use crate::cachekey::{CacheKey, KeyBuilder};
+use crate::fsutil;
+use crate::records::{KeyParts, Records};
+use crate::session::Session;
+use crate::solver::{CacheStore, Input, Op};
+
+pub use exec::{Executor, RootfsMode};
+
+/// A solved result: a committed snapshot, or `None` for the empty
+/// filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ref(pub Option<SnapshotId>);
+
+/// Shared state of the ops of one engine.
+pub struct Worker {
+    /// Snapshot store.
+    pub snapshots: SnapshotStore,
+    /// Content store.
+    pub content: ContentStore,
+    /// Metadata database.
+    pub records: Arc<Records>,
+    /// `<root>/engine/v1`.
+    pub dir: PathBuf,
+    /// Runs exec ops; `None` makes exec ops fail with a clear error.
+    pub executor: Option<Arc<dyn Executor>>,
+    /// How exec rootfs snapshots are prepared.
+    pub rootfs_mode: RootfsMode,
+    sums: Mutex<HashMap<SnapshotId, Arc<BTreeMap<String, String>>>>,
+    local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Worker {
+    /// A worker over the given stores.
+    pub fn new(
+        snapshots: SnapshotStore,
+        content: ContentStore,
+        records: Arc<Records>,
+        dir: PathBuf,
+        executor: Option<Arc<dyn Executor>>,
+        rootfs_mode: RootfsMode,
+    ) -> Result<Worker> {
+        for d in ["sums", "tmp", "cachemounts"] {
+            fs_err::create_dir_all(dir.join(d))?;
+        }
+        Ok(Worker {
+            snapshots,
+            content,
+            records,
+            dir,
+            executor,
+            rootfs_mode,
+            sums: Mutex::new(HashMap::new()),
+            local_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The merged read-only tree of a ref (an empty dir for scratch).
+    pub fn view(&self, r: &Ref) -> Result<PathBuf> {
+        match &r.0 {
+            Some(id) => Ok(self.snapshots.view(id)?),
+            None => {
+                let p = self.snapshots.root().join("empty");
+                fs_err::create_dir_all(&p)?;
+                Ok(p)
+            }
+        }
+    }
+
+    /// Per-entry checksums of a snapshot, computed once and kept in
+    /// `sums/<id>.json` (snapshots are immutable).
+    pub fn sums(&self, r: &Ref) -> Result<Arc<BTreeMap<String, String>>> {
+        let Some(id) = &r.0 else {
+            return Ok(Arc::new(BTreeMap::new()));
+        };
+        if let Some(s) = self.sums.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(s.clone());
+        }
+        let file = self.dir.join("sums").join(format!("{}.json", id.as_str()));
+        let sums = match std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
+        {
+            Some(s) => s,
+            None => {
+                let s = fsutil::tree_sums(&self.view(r)?)?;
+                self.store_sums(id, &s)?;
+                s
+            }
+        };
+        let s = Arc::new(sums);
+        self.sums
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), s.clone());
+        Ok(s)
+    }
+
+    /// Records precomputed checksums of a new snapshot.
+    pub fn store_sums(&self, id: &SnapshotId, sums: &BTreeMap<String, String>) -> Result<()> {
+        let file = self.dir.join("sums").join(format!("{}.json", id.as_str()));
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("sums-{}", kiln_store::fsutil::random_hex()?));
+        fs_err::write(&tmp, serde_json::to_vec(sums)?)?;
+        fs_err::rename(&tmp, &file)?;
+        Ok(())
+    }
+
+    /// Content checksum of `path` (and everything below it) in `r`,
+    /// resolved inside the root.
+    pub fn content_sum(&self, r: &Ref, path: &str, follow: bool) -> Result<String> {
+        let sums = self.sums(r)?;
+        let root = self.view(r)?;
+        let resolved = fsutil::resolve(&root, path, follow)?;
+        let rel = fsutil::rel_string(&root, &resolved);
+        Ok(fsutil::subtree_sum(&sums, &rel))
+    }
+
+    fn local_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.local_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Remembers the parts of a key under an op identity, for explanations.
+    fn remember_parts(&self, id: &str, parts: &KeyParts) {
+        if let Ok(Some(old)) = self.records.explain_get(id)
+            && &old == parts
+        {
+            return;
+        }
+        let _ = self.records.explain_put(id, parts);
+    }
+
+    /// Says which parts differ from the ones last stored under `id`.
+    fn explain_parts(&self, id: &str, parts: &KeyParts) -> String {
+        match self.records.explain_get(id) {
+            Ok(Some(old)) => {
+                let old_map: BTreeMap<&str, &str> = old
+                    .parts
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let mut diffs = Vec::new();
+                for (k, v) in &parts.parts {
+                    match old_map.get(k.as_str()) {
+                        Some(o) if o == v => {}
+                        Some(_) => diffs.push(format!("{k} changed")),
+                        None => diffs.push(format!("{k} is new")),
+                    }
+                }
+                for (k, _) in &old.parts {
+                    if !parts.parts.iter().any(|(n, _)| n == k) {
+                        diffs.push(format!("{k} was removed"));
+                    }
+                }
+                if diffs.is_empty() {
+                    "no record (the result was removed or never stored)".to_owned()
+                } else {
+                    diffs.join("; ")
+                }
+            }
+            _ => "no record (first build of this step)".to_owned(),
+        }
+    }
+}
+
+/// Cache records backed by redb, checked against the snapshot store.
+pub struct RecordCache {
+    /// The worker.
+    pub worker: Arc<Worker>,
+}
+
+impl CacheStore<Ref> for RecordCache {
+    fn load(&self, key: &CacheKey) -> Result<Option<Vec<Ref>>> {
+        let Some(rec) = self.worker.records.load(key)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for o in rec.outputs {
+            match o {
+                None => out.push(Ref(None)),
+                Some(s) => {
+                    let Ok(id) = s.parse::<SnapshotId>() else {
+                        return Ok(None);
+                    };
+                    // A record whose snapshot was pruned is a miss.
+                    if !self.worker.snapshots.exists(&id) {
+                        return Ok(None);
+                    }
+                    out.push(Ref(Some(id)));
+                }
+            }
+        }
+        let _ = self.worker.records.touch(key);
+        Ok(Some(out))
+    }
+
+    fn save(&self, key: &CacheKey, results: &[Ref]) -> Result<()> {
+        let outputs = results
+            .iter()
+            .map(|r| r.0.as_ref().map(|id| id.as_str().to_owned()))
+            .collect();
+        self.worker.records.save(key, outputs, "")
+    }
+}
+
+/// Builds the op for one definition entry.
+pub fn build_op(
+    worker: &Arc<Worker>,
+    session: &Arc<Session>,
+    entry: &OpEntry,
+    name: &str,
+) -> std::result::Result<(Arc<dyn Op<Ref>>, usize), String> {
+    let ctx = OpCtx {
+        worker: worker.clone(),
+        session: session.clone(),
+        name: name.to_owned(),
+        base: op_base_bytes(&entry.op),
+    };
+    let n_inputs = entry.op.inputs.len();
+    match &entry.op.op {
+        Some(pb::op::Op::Source(src)) => {
+            let id = src.identifier.as_str();
+            if let Some(local) = id.strip_prefix("local://") {
+                Ok((Arc::new(local::LocalOp::new(ctx, local, src)?), 1))
+            } else if id.starts_with("docker-image://") || id.starts_with("oci-layout://") {
+                Ok((
+                    Arc::new(image::ImageOp::new(ctx, src, entry.op.platform.clone())?),
+                    1,
+                ))
+            } else {
+                let scheme = id.split("://").next().unwrap_or(id);
+                Err(format!("source scheme {scheme:?} is not supported ({id})"))
+            }
+        }
+        Some(pb::op::Op::File(f)) => {
+            Ok((Arc::new(file::FileOp::new(ctx, f.clone(), n_inputs)?), 1))
+        }
+        Some(pb::op::Op::Merge(m)) => Ok((Arc::new(merge::MergeOp::new(ctx, m, n_inputs)?), 1)),
+        Some(pb::op::Op::Diff(d)) => Ok((Arc::new(diff::DiffOp::new(ctx, d, n_inputs)?), 1)),
+        Some(pb::op::Op::Exec(e)) => {
+            let op = exec::ExecOpImpl::new(ctx, e.clone(), entry.op.platform.clone(), n_inputs)?;
+            let outputs = op.output_count();
+            Ok((Arc::new(op), outputs))
+        }
+        Some(pb::op::Op::Build(_)) => Err("BuildOp (nested builds) is not supported".into()),
+        Some(pb::op::Op::Passthrough(_)) => Err("PassthroughOp is not supported".into()),
+        None => Err("op has no operation".into()),
+    }
+}
+
+/// The op's bytes without its inputs: what the op itself says, independent
+/// of how its inputs were produced (their keys are added separately).
+fn op_base_bytes(op: &pb::Op) -> Vec<u8> {
+    use prost::Message as _;
+    let mut o = op.clone();
+    o.inputs.clear();
+    o.encode_to_vec()
+}
+
+/// What every op carries.
+#[derive(Clone)]
+pub(crate) struct OpCtx {
+    pub worker: Arc<Worker>,
+    pub session: Arc<Session>,
+    pub name: String,
+    pub base: Vec<u8>,
+}
+
+impl OpCtx {
+    /// Starts a key from the op kind and the op's own bytes.
+    fn key_builder(&self, kind: &str) -> KeyBuilder {
+        let mut b = KeyBuilder::new(kind);
+        b.bytes(&self.base);
+        b
+    }
+
+    /// Identity under which explanations are remembered.
+    fn explain_id(&self, kind: &str) -> String {
+        format!("{kind}:{}", self.name)
+    }
+}
+
+/// Runs blocking work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a blocking task panicked")?
+}
+
+/// Key parts common to ops keyed on their inputs' keys.
+pub(crate) fn input_key_parts(
+    parts: &mut Vec<(String, String)>,
+    b: &mut KeyBuilder,
+    inputs: &[Input<Ref>],
+) {
+    for (i, inp) in inputs.iter().enumerate() {
+        b.key(&inp.key);
+        parts.push((format!("input {i}"), inp.key.as_str().to_owned()));
+    }
+}
