@@ -84,6 +84,71 @@ impl DirectiveParser {
     }
 }
 
+/// The `# check=` directive (or `BUILDKIT_DOCKERFILE_CHECK` build arg):
+/// `skip=<Rule,Rule|all>;error=<bool>;experimental=<Rule,Rule|all>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// Lint rules to skip.
+    pub skip: Vec<String>,
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// Experimental rules to enable.
+    pub experimental: Vec<String>,
+    /// `experimental=all`.
+    pub experimental_all: bool,
+    /// `error=true`: lint warnings fail the build.
+    pub error: bool,
+}
+
+/// A malformed `# check=` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// A part without `=` or with an unknown key.
+    #[error("invalid check option {0:?}")]
+    InvalidOption(String),
+    /// `error=` with a non-boolean value.
+    #[error("failed to parse check option {0:?}: invalid boolean")]
+    InvalidBool(String),
+}
+
+fn rule_list(v: &str) -> (Vec<String>, bool) {
+    let v = v.trim();
+    if v == "all" {
+        return (Vec::new(), true);
+    }
+    (v.split(',').map(|r| r.trim().to_string()).collect(), false)
+}
+
+impl CheckConfig {
+    /// Parses the directive value.
+    pub fn parse(value: &str) -> Result<Self, CheckError> {
+        let value = value.trim();
+        let mut cfg = Self::default();
+        if value.is_empty() {
+            return Ok(cfg);
+        }
+        // Like BuildKit, at most three `;`-separated parts are read.
+        for part in value.splitn(3, ';') {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(CheckError::InvalidOption(part.to_string()));
+            };
+            match k.trim() {
+                "skip" => (cfg.skip, cfg.skip_all) = rule_list(v),
+                "experimental" => (cfg.experimental, cfg.experimental_all) = rule_list(v),
+                "error" => {
+                    cfg.error = match v.trim() {
+                        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+                        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+                        _ => return Err(CheckError::InvalidBool(part.to_string())),
+                    }
+                }
+                other => return Err(CheckError::InvalidOption(other.to_string())),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +168,20 @@ mod tests {
         let mut p = DirectiveParser::default();
         assert_eq!(p.parse_line("# nope=1").unwrap(), None);
         assert_eq!(p.parse_line("# escape=`").unwrap(), None);
+    }
+
+    #[test]
+    fn check_config() {
+        let c = CheckConfig::parse("skip=JSONArgsRecommended, StageNameCasing;error=true").unwrap();
+        assert_eq!(c.skip, vec!["JSONArgsRecommended", "StageNameCasing"]);
+        assert!(c.error && !c.skip_all);
+        assert!(
+            CheckConfig::parse("skip=all;experimental=all")
+                .unwrap()
+                .experimental_all
+        );
+        assert!(CheckConfig::parse("bogus=1").is_err());
+        assert!(CheckConfig::parse("error=maybe").is_err());
+        assert_eq!(CheckConfig::parse(" ").unwrap(), CheckConfig::default());
     }
 }

@@ -21,7 +21,7 @@ mod quote;
 
 use thiserror::Error;
 
-pub use directives::Directive;
+pub use directives::{CheckConfig, CheckError, Directive};
 pub use heredoc::{Heredoc, chomp_heredoc_content, heredocs_from_line, parse_heredoc};
 pub use quote::go_quote;
 
