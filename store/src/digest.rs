@@ -1,79 +1,15 @@
 //! Digests and hashing helpers.
 //!
-//! The `Digest` type is meant to be `kiln_llb::Digest`; the helpers here only
-//! build it from a sha256 hex string and read the hex back, so the store does
-//! not depend on more of its API than `FromStr` and `Display`.
+//! The digest type is `kiln_llb::Digest` (`sha256:<64 lowercase hex>`); this
+//! module adds the store's parse helpers and hashing readers/writers.
 
-use std::fmt;
 use std::io::{self, Write};
-use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
-/// A content digest, always `sha256:<64 lowercase hex>` in this store.
-/// Stands in for `kiln_llb::Digest` (same API: `of_bytes`, `hex`, `as_str`,
-/// `FromStr`, `Display`) until that crate exports it.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Digest(String);
-
-impl Digest {
-    /// The sha256 of `bytes`.
-    pub fn of_bytes(bytes: &[u8]) -> Self {
-        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
-    }
-
-    /// The hex part (after `sha256:`).
-    pub fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
-    }
-
-    /// The whole `sha256:<hex>` string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Why a string is not a digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigestParseError(String);
-
-impl fmt::Display for DigestParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid digest {:?}", self.0)
-    }
-}
-
-impl std::error::Error for DigestParseError {}
-
-impl FromStr for Digest {
-    type Err = DigestParseError;
-    fn from_str(s: &str) -> std::result::Result<Self, DigestParseError> {
-        let ok = s.strip_prefix("sha256:").is_some_and(|h| {
-            h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-        if ok {
-            Ok(Digest(s.to_owned()))
-        } else {
-            Err(DigestParseError(s.to_owned()))
-        }
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({})", self.0)
-    }
-}
+pub use kiln_llb::{Digest, DigestParseError};
 
 /// Parse `sha256:<hex>` into a [`Digest`], as this crate's error.
 pub fn parse(s: &str) -> Result<Digest> {

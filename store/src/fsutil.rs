@@ -37,13 +37,19 @@ pub enum DiffName {
     OpaqueMarker,
 }
 
+/// Whether `meta` is a portable marker: an empty regular file with mode 000
+/// (a user file with a `.wh.` name and ordinary permissions stays a file).
+pub fn is_marker_file(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_file() && meta.len() == 0 && meta.mode() & 0o7777 == 0
+}
+
 /// Classify `name` (with metadata `meta`) inside a diff dir.
 pub fn classify(name: &OsStr, meta: &std::fs::Metadata) -> DiffName {
     let ft = meta.file_type();
     if ft.is_char_device() && meta.rdev() == 0 {
         return DiffName::Whiteout(name.to_owned());
     }
-    if ft.is_file() {
+    if is_marker_file(meta) {
         let b = name.as_bytes();
         if b == OPAQUE_MARKER.as_bytes() {
             return DiffName::OpaqueMarker;
@@ -69,18 +75,25 @@ pub fn is_opaque(dir: &Path) -> bool {
     }
     dir.join(OPAQUE_MARKER)
         .symlink_metadata()
-        .is_ok_and(|m| m.is_file())
+        .is_ok_and(|m| is_marker_file(&m))
 }
 
 /// Mark the diff dir `dir` opaque: the overlay xattr, or the portable marker
 /// file if xattrs are not available (no privilege, or the fs lacks them).
 pub fn set_opaque(dir: &Path) -> Result<()> {
-    if rustix::fs::lsetxattr(dir, OPAQUE_XATTR, b"y", XattrFlags::empty()).is_ok() {
+    if !PORTABLE.load(std::sync::atomic::Ordering::Relaxed)
+        && rustix::fs::lsetxattr(dir, OPAQUE_XATTR, b"y", XattrFlags::empty()).is_ok()
+    {
         return Ok(());
     }
-    let p = dir.join(OPAQUE_MARKER);
-    fs::File::create(&p).map_err(Error::io("write opaque marker"))?;
-    Ok(())
+    write_marker(&dir.join(OPAQUE_MARKER))
+}
+
+fn write_marker(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    remove_all(p)?;
+    fs::File::create(p).map_err(Error::io("write marker"))?;
+    fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).map_err(Error::io("write marker"))
 }
 
 /// Record the deletion of `dir/name`: a 0/0 char device, or the portable
@@ -88,18 +101,24 @@ pub fn set_opaque(dir: &Path) -> Result<()> {
 pub fn make_whiteout(dir: &Path, name: &OsStr) -> Result<()> {
     let p = dir.join(name);
     remove_all(&p)?;
-    let dev = rustix::fs::makedev(0, 0);
-    match rustix::fs::mknodat(CWD, &p, FileType::CharacterDevice, Mode::empty(), dev) {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            let mut m = OsString::from(WHITEOUT_PREFIX);
-            m.push(name);
-            let mp = dir.join(m);
-            remove_all(&mp)?;
-            fs::File::create(&mp).map_err(Error::io("write whiteout marker"))?;
-            Ok(())
+    if !PORTABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        let dev = rustix::fs::makedev(0, 0);
+        if rustix::fs::mknodat(CWD, &p, FileType::CharacterDevice, Mode::empty(), dev).is_ok() {
+            return Ok(());
         }
     }
+    let mut m = OsString::from(WHITEOUT_PREFIX);
+    m.push(name);
+    write_marker(&dir.join(m))
+}
+
+static PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Make this process write only the portable marker forms (`.wh.NAME` and
+/// `.wh..wh..opq` files), as it would without privilege. For tests of the
+/// unprivileged path; affects the whole process.
+pub fn force_portable_markers(on: bool) {
+    PORTABLE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `lstat`, with `None` for a missing path.
@@ -318,6 +337,9 @@ impl Copier {
         if ft.is_symlink() {
             let t = fs::read_link(src).map_err(Error::io("read symlink"))?;
             fs_err::os::unix::fs::symlink(&t, dst).map_err(Error::io("create symlink"))?;
+        } else if ft.is_file() && m.len() == 0 {
+            // Also covers mode-000 markers, which an unprivileged owner cannot read.
+            fs::File::create(dst).map_err(Error::io("create file"))?;
         } else if ft.is_file() {
             fs::copy(src, dst).map_err(Error::io("copy file"))?;
         } else if ft.is_dir() {

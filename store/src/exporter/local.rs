@@ -7,7 +7,7 @@ use super::{Dest, FsExportOptions, ensure_dir};
 use crate::error::{Error, Result};
 use crate::fsutil::Copier;
 use crate::layer::{TarOptions, write_tree_tar};
-use crate::snapshot::{SnapshotId, SnapshotStore, apply_diff};
+use crate::snapshot::{SnapshotId, SnapshotStore, merge_tree};
 
 /// Copy the merged filesystem of `top` into `dest` (created if missing;
 /// existing files with the same names are replaced). `None` exports nothing.
@@ -20,7 +20,7 @@ pub fn export_local(
     let Some(top) = top else { return Ok(()) };
     let view = snapshots.view(top)?;
     let mut c = Copier::new();
-    apply_diff(&view, dest, &mut c)?;
+    merge_tree(&view, dest, &mut c)?;
     c.finish()
 }
 

@@ -140,3 +140,45 @@ fn sniff() {
     assert_eq!(sniff_archive(&b"hello world, not a tar"[..]).unwrap(), None);
     assert_eq!(sniff_archive(&b"BZh91AY"[..]).unwrap(), None);
 }
+
+#[test]
+fn redirect_xattr_is_refused_and_user_xattrs_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let cs = ContentStore::new(t.path()).unwrap();
+    let up = t.path().join("up");
+    std::fs::create_dir_all(up.join("d")).unwrap();
+    std::fs::write(up.join("f"), "x").unwrap();
+    fsutil::set_xattr(&up.join("f"), "user.kiln", b"v");
+    fsutil::set_xattr(&up.join("f"), "trusted.overlay.origin", b"junk");
+    let has_user = rustix::fs::lgetxattr_query(up.join("f").as_path(), "user.kiln").is_ok();
+    let blob = pack_dir(&cs, &up, &[], &PackOptions::default()).unwrap();
+    let bytes = cs.read(&blob.digest).unwrap();
+    let (_, r) = decompress(&bytes[..]).unwrap();
+    let mut ar = tar::Archive::new(r);
+    let mut seen = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if let Some(exts) = e.pax_extensions().unwrap() {
+            for x in exts {
+                seen.push(x.unwrap().key().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(!seen.iter().any(|k| k.contains("overlay")), "{seen:?}");
+    if has_user {
+        assert_eq!(seen, vec!["SCHILY.xattr.user.kiln".to_string()]);
+    }
+
+    // A redirect (overlay mounted without redirect_dir=off) cannot become a layer.
+    if rustix::fs::lsetxattr(
+        up.join("d").as_path(),
+        "trusted.overlay.redirect",
+        b"/x",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok()
+    {
+        let err = pack_dir(&cs, &up, &[], &PackOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedOverlay { .. }), "{err}");
+    }
+}

@@ -43,7 +43,7 @@ use std::str::FromStr;
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-pub use apply::apply_diff;
+pub use apply::{apply_diff, merge_tree};
 pub use differ::diff_trees;
 
 use crate::content::sync_dir;
