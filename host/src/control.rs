@@ -58,6 +58,7 @@ pub struct SolveRequest {
 pub struct Controller {
     engine: Arc<Engine>,
     runtime: Arc<FrontendRuntime>,
+    registry: Arc<kiln_runtime::registry::RegistryClient>,
     root: PathBuf,
 }
 
@@ -69,9 +70,11 @@ impl Controller {
         let engine = Engine::open(&root, EngineConfig::default())
             .with_context(|| format!("opening the state directory {}", root.display()))?;
         let runtime = FrontendRuntime::new(Some(root.join("frontends")))?;
+        let registry = Arc::new(kiln_runtime::registry::RegistryClient::default());
         Ok(Controller {
             engine,
             runtime: Arc::new(runtime),
+            registry,
             root,
         })
     }
@@ -174,6 +177,7 @@ impl Controller {
             session: session.clone(),
             handles: HashMap::new(),
             rt: tokio::runtime::Handle::current(),
+            registry: self.registry.clone(),
         };
         let limits = req.limits.clone();
         let (result, bridge_state) = tokio::task::spawn_blocking(move || {
@@ -278,6 +282,7 @@ struct ControlBridge {
     session: Arc<Session>,
     handles: HashMap<String, Handle>,
     rt: tokio::runtime::Handle,
+    registry: Arc<kiln_runtime::registry::RegistryClient>,
 }
 
 impl ControlBridge {
@@ -353,12 +358,31 @@ impl Bridge for ControlBridge {
     fn resolve_image_config(
         &mut self,
         reference: &str,
-        _platform: Option<(&str, &str, Option<&str>)>,
+        platform: Option<(&str, &str, Option<&str>)>,
         _resolve_mode: &str,
     ) -> Result<ImageConfig, FrontendError> {
-        Err(FrontendError::new(format!(
-            "cannot resolve image {reference}: pulling images is not supported by this kiln yet"
-        )))
+        use kiln_runtime::registry::{ImageRef, Platform};
+        let r: ImageRef = reference.parse().map_err(|e| {
+            FrontendError::new(format!("invalid image reference {reference:?}: {e}"))
+        })?;
+        let platform = match platform {
+            Some((os, arch, variant)) => Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: variant.map(str::to_string),
+            },
+            None => Platform::host(),
+        };
+        let client = self.registry.clone();
+        let cfg = self
+            .rt
+            .block_on(async move { client.resolve_image_config(&r, &platform).await })
+            .map_err(|e| FrontendError::new(format!("resolving image {reference}: {e:#}")))?;
+        Ok(ImageConfig {
+            canonical_ref: cfg.reference.to_string(),
+            digest: cfg.manifest_digest.to_string(),
+            config: cfg.config,
+        })
     }
 
     fn warn(&mut self, w: Warning) {
