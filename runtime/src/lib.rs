@@ -11,6 +11,7 @@ pub mod executor;
 pub mod registry;
 
 pub use executor::{
-    CancelToken, CapturedOutput, ExecRequest, Executor, Mount, MountKind, NetworkMode, OutputSink,
-    OverlaySpec, ProcessSpec, Rootfs, RuncConfig, RuncExecutor, SecurityMode,
+    CancelToken, CapturedOutput, ExecOutcome, ExecRequest, Executor, FnExecutor, Mount, MountKind,
+    NetworkMode, OutputSink, OverlaySpec, ProcessSpec, Rootfs, RuncConfig, RuncExecutor,
+    SecurityMode,
 };

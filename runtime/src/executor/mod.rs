@@ -10,6 +10,7 @@
 //! Uses only std, libc and oci-spec; nothing from the layers above.
 
 mod error;
+mod fake;
 mod output;
 mod overlay;
 mod paths;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use error::{Error, Result};
+pub use fake::FnExecutor;
 pub use output::{CapturedOutput, DiscardOutput, OutputSink, StreamKind};
 pub use overlay::{mount_overlay, unmount};
 pub use runc::{RuncConfig, RuncExecutor};

@@ -555,6 +555,9 @@ impl Executor for RuncExecutor {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.to_string());
         }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
+        }
         let spec = build(SpecInput {
             rootfs: &root,
             readonly_rootfs: req.readonly_rootfs,

@@ -217,7 +217,7 @@ fn user_by_name_and_number() {
         return;
     }
     let f = Fixture::new();
-    let mut req = f.sh("id -u; id -g; id -G; touch /tmp/mine; stat -c %u:%g /tmp/mine");
+    let mut req = f.sh("id -u; id -g; id -G; touch /tmp/mine; stat -c %u:%g /tmp/mine; echo $HOME");
     req.process.user = "builder".into();
     let out = f.ok(&req);
     let lines: Vec<&str> = out.lines().collect();
@@ -225,6 +225,7 @@ fn user_by_name_and_number() {
     assert_eq!(lines[1], "1000");
     assert!(lines[2].split(' ').any(|g| g == "50"), "{out}");
     assert_eq!(lines[3], "1000:1000");
+    assert_eq!(lines[4], "/home/builder");
     let mut req = f.sh("id -u; id -g");
     req.process.user = "daemon:nogroup".into();
     assert_eq!(f.ok(&req), "1\n65534\n");
