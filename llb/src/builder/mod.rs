@@ -13,9 +13,18 @@
 //! caps, source locations) is set through the [`OpOptions`] trait that every
 //! op builder implements.
 //!
-//! Deliberate departure: BuildKit's client gives every `local://` source a
-//! random `local.unique` attribute. kiln's builder is deterministic and only
-//! sets it when the caller passes [`Local::unique_id`].
+//! Defaults follow the current Go client: a state's working dir is `/`,
+//! execs set `removeMountStubsRecursive` (turn it off with
+//! [`Exec::remove_mount_stubs_recursive`]), ops without a platform get
+//! [`MarshalOptions::platform`] or `linux/amd64`, and `PATH` is only added
+//! when [`MarshalOptions::default_path`] says the daemon will not.
+//!
+//! Deliberate departures from the Go client:
+//! * it gives every `local://` source a random `local.unique` attribute;
+//!   kiln's builder is deterministic and only sets it when the caller passes
+//!   [`Local::unique_id`];
+//! * file ops record the specific `file.*` capabilities they use (the Go
+//!   client only records `file.base`); metadata is not part of digests.
 //!
 //! Uses [`crate::pb`] and [`crate::digest`].
 
