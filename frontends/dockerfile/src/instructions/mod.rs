@@ -13,12 +13,14 @@ mod expand;
 mod flags;
 mod mount;
 mod parse;
+mod ports;
 
 pub use error::{InstructionError, InstructionErrorKind};
 pub use expand::WordExpander;
 pub use flags::{Chmod, parse_go_duration};
 pub use mount::{CacheSharing, Expander, MountError, MountType, RunMount, parse_mount};
 pub use parse::{parse_dockerfile, parse_instruction};
+pub use ports::expose_ports;
 
 use std::time::Duration;
 
