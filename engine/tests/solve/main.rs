@@ -5,6 +5,7 @@ mod escapes;
 mod exec;
 mod files;
 mod graph;
+mod procs;
 
 use std::path::Path;
 use std::sync::Arc;
