@@ -614,6 +614,97 @@ mod tests {
         assert_eq!(go_quote("\u{200b}"), "\"\\u200b\"");
     }
 
+    fn json(v: &str) -> Value {
+        serde_json::from_str(v).unwrap()
+    }
+
+    #[test]
+    fn op_json_shapes_match_buildkit() {
+        let exec = pb::Op {
+            op: Some(pb::op::Op::Exec(pb::ExecOp {
+                meta: Some(pb::Meta {
+                    args: vec!["echo".into(), "Hello".into(), "World".into()],
+                    ..Default::default()
+                }),
+                mounts: vec![pb::Mount {
+                    dest: "/".into(),
+                    readonly: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            op_json(&exec),
+            json(
+                r#"{"Op":{"exec":{"meta":{"args":["echo","Hello","World"]},"mounts":[{"dest":"/","readonly":true}]}}}"#
+            )
+        );
+        let source = pb::Op {
+            op: Some(pb::op::Op::Source(pb::SourceOp {
+                identifier: "local://context".into(),
+                ..Default::default()
+            })),
+            constraints: Some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            op_json(&source),
+            json(r#"{"Op":{"source":{"identifier":"local://context"}},"constraints":{}}"#)
+        );
+        let file = pb::Op {
+            op: Some(pb::op::Op::File(pb::FileOp {
+                actions: vec![pb::FileAction {
+                    input: 1,
+                    output: 2,
+                    action: Some(pb::file_action::Action::Copy(pb::FileActionCopy {
+                        src: "/foo".into(),
+                        dest: "/bar".into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            op_json(&file),
+            json(
+                r#"{"Op":{"file":{"actions":[{"Action":{"copy":{"src":"/foo","dest":"/bar"}},"input":1,"secondaryInput":0,"output":2}]}}}"#
+            )
+        );
+        let build = pb::Op {
+            op: Some(pb::op::Op::Build(pb::BuildOp {
+                def: Some(Default::default()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(op_json(&build), json(r#"{"Op":{"build":{"def":{}}}}"#));
+        let merge = pb::Op {
+            op: Some(pb::op::Op::Merge(pb::MergeOp {
+                inputs: vec![pb::MergeInput { input: 0 }, pb::MergeInput { input: 1 }],
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            op_json(&merge),
+            json(r#"{"Op":{"merge":{"inputs":[{},{"input":1}]}}}"#)
+        );
+        let diff = pb::Op {
+            op: Some(pb::op::Op::Diff(pb::DiffOp {
+                lower: Some(pb::LowerDiffInput { input: 0 }),
+                upper: Some(pb::UpperDiffInput { input: 1 }),
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            op_json(&diff),
+            json(r#"{"Op":{"diff":{"lower":{},"upper":{"input":1}}}}"#)
+        );
+    }
+
     #[test]
     fn go_json_escape_html() {
         assert_eq!(go_json_escape("\"a>b&<\""), "\"a\\u003eb\\u0026\\u003c\"");
