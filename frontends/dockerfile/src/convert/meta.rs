@@ -1,0 +1,446 @@
+//! Instructions that change the image config (and WORKDIR, which also makes
+//! the directory): ENV, LABEL, EXPOSE, VOLUME, USER, WORKDIR, CMD,
+//! ENTRYPOINT, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER.
+
+use kiln_frontend::FrontendError;
+use kiln_frontend::llb::builder::{self, MkdirOptions};
+use serde_json::{Map, Value};
+
+use super::Ctx;
+use super::copy::chown_opt;
+use super::dockerignore::clean;
+use super::flags;
+use super::stages::{self, StageRun, display_name};
+use crate::parser::{self, Node, go_quote};
+use crate::shell;
+
+/// Go's `%q` of a string list: `["a" "b"]`.
+pub(crate) fn go_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+fn expand(ctx: &Ctx<'_>, run: &StageRun, node: &Node, word: &str) -> Result<String, FrontendError> {
+    shell::process_word(word, &run.vars(), ctx.ast.escape).map_err(|e| ctx.err.at(node, e))
+}
+
+/// The command of CMD/ENTRYPOINT/HEALTHCHECK/RUN in exec form, or the shell
+/// form wrapped in the stage's SHELL.
+pub(crate) fn with_shell(run: &StageRun, node: &Node, args: &[String]) -> Vec<String> {
+    if node.json {
+        return args.to_vec();
+    }
+    let mut out = run
+        .image
+        .config
+        .shell
+        .clone()
+        .unwrap_or_else(|| vec!["/bin/sh".to_string(), "-c".to_string()]);
+    out.push(args.join(" "));
+    out
+}
+
+/// Key/value pairs of ENV and LABEL, expanded against the variables from
+/// before the instruction.
+fn pairs(
+    ctx: &Ctx<'_>,
+    run: &StageRun,
+    node: &Node,
+    what: &str,
+) -> Result<Vec<(String, String)>, FrontendError> {
+    if node.args.is_empty() {
+        return Err(ctx
+            .err
+            .at(node, format!("{what} requires at least one argument")));
+    }
+    let mut out = Vec::new();
+    for kv in node.args.chunks(3) {
+        let [k, v, ..] = kv else {
+            return Err(ctx.err.at(node, format!("{what} requires key and value")));
+        };
+        let k = expand(ctx, run, node, k)?;
+        if k.is_empty() {
+            return Err(ctx.err.at(node, format!("{what} names can not be blank")));
+        }
+        let v = expand(ctx, run, node, v)?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// Parses a trigger stored in a base image's `OnBuild`.
+pub(crate) fn parse_triggers(
+    ctx: &Ctx<'_>,
+    from: &Node,
+    triggers: &[String],
+) -> Result<Vec<Node>, FrontendError> {
+    let mut out = Vec::new();
+    for t in triggers {
+        let ast = parser::parse(t.as_bytes()).map_err(|e| {
+            ctx.err.at(
+                from,
+                format!(
+                    "invalid ONBUILD trigger {t:?} of the base image: {}",
+                    e.message()
+                ),
+            )
+        })?;
+        for mut n in ast.children {
+            n.start_line = from.start_line;
+            n.end_line = from.end_line;
+            match n.name().as_str() {
+                "onbuild" | "from" | "maintainer" => {
+                    return Err(ctx.err.at(
+                        from,
+                        format!(
+                            "{} isn't allowed as an ONBUILD trigger",
+                            n.value.to_ascii_uppercase()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            stages::validate(&ctx.err, &n)?;
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn single_arg(ctx: &Ctx<'_>, node: &Node, what: &str) -> Result<String, FrontendError> {
+    match node.args.as_slice() {
+        [a] if !a.is_empty() => Ok(a.clone()),
+        [] => Err(ctx
+            .err
+            .at(node, format!("{what} requires exactly one argument"))),
+        _ => Err(ctx
+            .err
+            .at(node, format!("{what} requires exactly one argument"))),
+    }
+}
+
+/// Dispatches the metadata instructions.
+pub(crate) fn dispatch(
+    ctx: &mut Ctx<'_>,
+    run: &mut StageRun,
+    node: &Node,
+) -> Result<(), FrontendError> {
+    let name = node.name();
+    match name.as_str() {
+        "env" => {
+            let kvs = pairs(ctx, run, node, "ENV")?;
+            let mut msg = String::from("ENV");
+            for (k, v) in &kvs {
+                run.set_env(k, v);
+                msg.push_str(&format!(" {k}={v}"));
+            }
+            run.image.history(msg, true);
+        }
+        "label" => {
+            let kvs = pairs(ctx, run, node, "LABEL")?;
+            let mut msg = String::from("LABEL");
+            for (k, v) in kvs {
+                msg.push_str(&format!(" {k}={v}"));
+                run.image.config.labels.insert(k, v);
+            }
+            run.image.history(msg, true);
+        }
+        "expose" => {
+            if node.args.is_empty() {
+                return Err(ctx.err.at(node, "EXPOSE requires at least one argument"));
+            }
+            let mut ports = Vec::new();
+            for a in &node.args {
+                for word in shell::process_words(a, &run.vars(), ctx.ast.escape)
+                    .map_err(|e| ctx.err.at(node, e))?
+                {
+                    ports.extend(parse_port(ctx, node, &word)?);
+                }
+            }
+            ports.sort();
+            ports.dedup();
+            let shown: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+            for p in ports {
+                run.image.config.exposed_ports.insert(p);
+            }
+            run.image
+                .history(format!("EXPOSE map[{}]", shown.join(" ")), true);
+        }
+        "volume" => {
+            if node.args.is_empty() {
+                return Err(ctx.err.at(node, "VOLUME requires at least one argument"));
+            }
+            let mut vols = Vec::new();
+            for a in &node.args {
+                let v = expand(ctx, run, node, a)?;
+                if v.trim().is_empty() {
+                    return Err(ctx
+                        .err
+                        .at(node, "VOLUME specified can not be an empty string"));
+                }
+                vols.push(v);
+            }
+            for v in &vols {
+                run.image.config.volumes.insert(v.clone());
+            }
+            run.image
+                .history(format!("VOLUME [{}]", vols.join(" ")), true);
+        }
+        "user" => {
+            let raw = single_arg(ctx, node, "USER")?;
+            let u = expand(ctx, run, node, &raw)?;
+            run.image.config.user = u.clone();
+            run.state = run.state.user(u.clone());
+            run.image.history(format!("USER {u}"), true);
+        }
+        "workdir" => {
+            let raw = single_arg(ctx, node, "WORKDIR")?;
+            let p = expand(ctx, run, node, &raw)?;
+            let cur = if run.image.config.working_dir.is_empty() {
+                "/".to_string()
+            } else {
+                run.image.config.working_dir.clone()
+            };
+            let wd = if p.starts_with('/') {
+                clean(&p)
+            } else {
+                clean(&format!("{cur}/{p}"))
+            };
+            run.image.config.working_dir = wd.clone();
+            run.state = run.state.dir(&wd);
+            if wd != "/" {
+                let text = display_name(ctx, run, &node.original);
+                let c = run.constraints(ctx, node, &text);
+                let owner = if run.image.config.user.is_empty() {
+                    None
+                } else {
+                    Some(chown_opt(&run.image.config.user))
+                };
+                let action = builder::mkdir(
+                    wd.clone(),
+                    0o755,
+                    MkdirOptions {
+                        make_parents: true,
+                        owner,
+                        timestamp: None,
+                    },
+                );
+                run.state = run.state.file_with(action, c);
+                run.image.history(format!("WORKDIR {wd}"), false);
+            } else {
+                run.image.history(format!("WORKDIR {wd}"), true);
+            }
+        }
+        "cmd" | "entrypoint" => {
+            let upper = name.to_ascii_uppercase();
+            if !node.json && !node.args.is_empty() {
+                ctx.warn(
+                    Some(node),
+                    format!("JSON arguments recommended for {upper} to prevent unintended behavior related to OS signals"),
+                    Some("https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"),
+                );
+            }
+            let args = with_shell(run, node, &node.args);
+            let shown = go_list(&args);
+            if name == "cmd" {
+                run.image.config.cmd = Some(args);
+                run.cmd_set = true;
+            } else {
+                run.image.config.entrypoint = Some(args);
+                if !run.cmd_set {
+                    run.image.config.cmd = None;
+                }
+            }
+            run.image.history(format!("{upper} {shown}"), true);
+        }
+        "shell" => {
+            if !node.json {
+                return Err(ctx
+                    .err
+                    .at(node, "SHELL requires the arguments to be in JSON form"));
+            }
+            if node.args.is_empty() {
+                return Err(ctx.err.at(node, "SHELL requires at least one argument"));
+            }
+            run.image.config.shell = Some(node.args.clone());
+            run.image
+                .history(format!("SHELL {}", go_list(&node.args)), true);
+        }
+        "stopsignal" => {
+            let raw = single_arg(ctx, node, "STOPSIGNAL")?;
+            let sig = expand(ctx, run, node, &raw)?;
+            if !valid_signal(&sig) {
+                return Err(ctx.err.at(node, format!("invalid signal: {sig}")));
+            }
+            run.image.config.stop_signal = sig.clone();
+            run.image.history(format!("STOPSIGNAL {sig}"), true);
+        }
+        "healthcheck" => {
+            let hc = healthcheck(ctx, run, node)?;
+            run.image.config.healthcheck = Some(hc);
+            let text = node.original.trim();
+            let rest = text
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, r)| r.trim());
+            run.image.history(format!("HEALTHCHECK {rest}"), true);
+        }
+        "onbuild" => {
+            let text = node.original.trim();
+            let expr = text
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, r)| r.trim());
+            if expr.is_empty() {
+                return Err(ctx.err.at(node, "ONBUILD requires at least one argument"));
+            }
+            run.image.config.on_build.push(expr.to_string());
+            run.image.history(format!("ONBUILD {expr}"), true);
+        }
+        "maintainer" => {
+            let m = single_arg(ctx, node, "MAINTAINER")?;
+            ctx.warn(
+                Some(node),
+                "Maintainer instruction is deprecated in favor of using label",
+                Some("https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/"),
+            );
+            run.image.author = m.clone();
+            run.image.history(format!("MAINTAINER {m}"), true);
+        }
+        other => {
+            return Err(ctx.err.at(
+                node,
+                format!("unknown instruction: {}", other.to_ascii_uppercase()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, …
+fn parse_port(ctx: &mut Ctx<'_>, node: &Node, word: &str) -> Result<Vec<String>, FrontendError> {
+    // `ip:host:container` forms expose only the container port.
+    let spec = word.rsplit(':').next().unwrap_or(word);
+    let (range, proto) = match spec.split_once('/') {
+        Some((r, p)) => (r, p),
+        None => (spec, "tcp"),
+    };
+    if proto != proto.to_ascii_lowercase() {
+        ctx.warn(
+            Some(node),
+            format!("Defined protocol '{proto}' in EXPOSE instruction should be lowercase"),
+            Some("https://docs.docker.com/go/dockerfile/rule/expose-proto-casing/"),
+        );
+    }
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(ctx.err.at(node, format!("invalid proto: {proto}")));
+    }
+    let num = |s: &str| -> Result<u32, FrontendError> {
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 65535)
+            .ok_or_else(|| ctx.err.at(node, format!("invalid containerPort: {s}")))
+    };
+    let (lo, hi) = match range.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => {
+            let n = num(range)?;
+            (n, n)
+        }
+    };
+    if hi < lo || hi - lo > 65535 {
+        return Err(ctx.err.at(node, format!("invalid port range: {range}")));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    const NAMES: [&str; 31] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "WINCH",
+    ];
+    NAMES.contains(&name)
+        || name
+            .strip_prefix("RTMIN")
+            .or_else(|| name.strip_prefix("RTMAX"))
+            .is_some_and(|r| {
+                r.is_empty() || r.trim_start_matches(['+', '-']).parse::<u32>().is_ok()
+            })
+}
+
+fn healthcheck(ctx: &Ctx<'_>, run: &StageRun, node: &Node) -> Result<Value, FrontendError> {
+    let Some(kind) = node.args.first() else {
+        return Err(ctx
+            .err
+            .at(node, "HEALTHCHECK requires at least one argument"));
+    };
+    let mut hc = Map::new();
+    match kind.to_ascii_uppercase().as_str() {
+        "NONE" => {
+            if node.args.len() > 1 {
+                return Err(ctx.err.at(node, "HEALTHCHECK NONE takes no arguments"));
+            }
+            hc.insert("Test".into(), Value::from(vec!["NONE".to_string()]));
+            return Ok(Value::Object(hc));
+        }
+        "CMD" => {}
+        other => {
+            return Err(ctx.err.at(
+                node,
+                format!("Unknown type {other:?} in HEALTHCHECK (try CMD)"),
+            ));
+        }
+    }
+    let cmd = &node.args[1..];
+    if cmd.is_empty() || cmd.iter().all(|s| s.is_empty()) {
+        return Err(ctx.err.at(node, "Missing command after HEALTHCHECK CMD"));
+    }
+    let test: Vec<String> = if node.json {
+        std::iter::once("CMD".to_string())
+            .chain(cmd.iter().cloned())
+            .collect()
+    } else {
+        vec!["CMD-SHELL".to_string(), cmd.join(" ")]
+    };
+    let _ = run;
+    hc.insert("Test".into(), Value::from(test));
+    let f = flags::parse(&node.flags, stages::flag_defs("healthcheck"))
+        .map_err(|e| ctx.err.at(node, e))?;
+    for (flag, key) in [
+        ("interval", "Interval"),
+        ("timeout", "Timeout"),
+        ("start-period", "StartPeriod"),
+        ("start-interval", "StartInterval"),
+    ] {
+        if let Some(v) = f.one(flag) {
+            let ns = flags::parse_duration(v).map_err(|e| ctx.err.at(node, e))?;
+            if ns != 0 && ns < 1_000_000 {
+                return Err(ctx
+                    .err
+                    .at(node, format!("{key} \"--{flag}\" cannot be less than 1ms")));
+            }
+            if ns != 0 {
+                hc.insert(key.into(), Value::from(ns));
+            }
+        }
+    }
+    if let Some(r) = f.one("retries") {
+        let n: i64 = r.parse().map_err(|_| {
+            ctx.err
+                .at(node, format!("invalid value for --retries: {r}"))
+        })?;
+        if n < 0 {
+            return Err(ctx
+                .err
+                .at(node, format!("--retries cannot be negative ({n})")));
+        }
+        if n > 0 {
+            hc.insert("Retries".into(), Value::from(n));
+        }
+    }
+    Ok(Value::Object(hc))
+}

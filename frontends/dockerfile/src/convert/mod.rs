@@ -1,0 +1,407 @@
+//! Dockerfile + frontend options → LLB `Definition` + OCI image config.
+//!
+//! This is kiln's counterpart of BuildKit's `dockerfile2llb`. The flow:
+//!
+//! 1. [`convert`] reads the frontend options ([`ConvertOptions`]), loads the
+//!    Dockerfile from the `dockerfile` local and the `.dockerignore` patterns
+//!    (from `<Dockerfile>.dockerignore` next to the Dockerfile, else from the
+//!    `context` local), then calls [`dockerfile_to_llb`] once per target
+//!    platform.
+//! 2. [`dockerfile_to_llb`] is pure: it parses the file ([`crate::parser`]),
+//!    splits it into stages ([`stages`]), evaluates the global `ARG`s and
+//!    dispatches the target stage. Stages are dispatched on demand, so stages
+//!    the target does not need never reach the graph (nor the image
+//!    resolver), and independent stages stay independent in LLB.
+//! 3. Each instruction family has its own file: [`from`] (base images, named
+//!    contexts), [`run`] (RUN and its mounts), [`copy`] (COPY/ADD), [`meta`]
+//!    (ENV, LABEL, WORKDIR, CMD, … and ONBUILD) and [`args`] (ARG scoping).
+//!    [`image`] holds the image config model and its JSON form.
+//!
+//! The typed instruction layer ([`crate::instructions`]) is not used yet:
+//! [`flags`] and the per-instruction files read the parser's [`Node`]s
+//! directly.
+
+mod args;
+mod copy;
+mod dockerignore;
+mod error;
+mod flags;
+mod from;
+mod image;
+mod meta;
+mod options;
+mod run;
+mod stages;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kiln_frontend::llb::builder::{self, MarshalOptions, OpOptions, SourceMap, State};
+use kiln_frontend::llb::pb;
+use kiln_frontend::{BuildResult, FrontendError, Gateway, Location, Platform};
+
+use crate::parser::{self, Ast, Node};
+
+pub use dockerignore::parse_dockerignore;
+pub use image::ImageSpec;
+pub use options::{ConvertOptions, ImageResolveMode};
+
+use error::ErrCtx;
+use stages::StageDef;
+
+/// An image config as returned by an [`ImageResolver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// Manifest digest (`sha256:…`), pinned into the image source.
+    pub digest: String,
+    /// The image config JSON.
+    pub config: Vec<u8>,
+}
+
+/// Resolves base image references to their config. The gateway implements
+/// it in [`convert`]; tests use a fixed config.
+pub trait ImageResolver {
+    /// `reference` is normalised (`docker.io/library/busybox:latest`).
+    fn resolve(&self, reference: &str, platform: &Platform)
+    -> Result<ResolvedImage, FrontendError>;
+}
+
+/// A non-fatal finding, reported through [`Gateway::warn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// One-line message.
+    pub message: String,
+    /// Longer explanation or documentation link.
+    pub detail: Option<String>,
+    /// Where in the Dockerfile.
+    pub location: Option<Location>,
+}
+
+/// The whole frontend: options and files from the gateway in, a result with
+/// the image config out.
+pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
+    let map = kiln_frontend::options_map(gw);
+    let mut opts = ConvertOptions::from_options(&map)?;
+
+    // The Dockerfile (and a Dockerfile-specific ignore file) from the
+    // `dockerfile` local.
+    let ignore_name = format!("{}.dockerignore", opts.filename);
+    let mut include = vec![opts.filename.clone(), ignore_name.clone()];
+    if opts.filename == "Dockerfile" {
+        include.push("dockerfile".to_string());
+    }
+    let df_state = builder::local(opts.dockerfile_local.clone())
+        .include_patterns(include)
+        .shared_key_hint(opts.dockerfile_local.clone())
+        .custom_name(format!(
+            "[internal] load build definition from {}",
+            opts.filename
+        ))
+        .state();
+    let df_def = df_state
+        .marshal(&MarshalOptions::default())
+        .map_err(|e| FrontendError::new(format!("marshaling the dockerfile source: {e}")))?;
+    let df_bytes = encode_def(&df_def);
+    let df_handle = gw.solve(&df_bytes, true)?;
+    let source = match gw.read_file(&df_handle, &opts.filename, 0, None) {
+        Ok(s) => s,
+        Err(first) if opts.filename == "Dockerfile" => gw
+            .read_file(&df_handle, "dockerfile", 0, None)
+            .map_err(|_| {
+                FrontendError::new(format!("failed to read dockerfile: {}", first.message))
+            })?,
+        Err(e) => {
+            return Err(FrontendError::new(format!(
+                "failed to read dockerfile: {}",
+                e.message
+            )));
+        }
+    };
+
+    let ignore = match gw.read_file(&df_handle, &ignore_name, 0, None) {
+        Ok(data) => Some(data),
+        Err(_) => {
+            let ctx = builder::local(opts.context_local.clone())
+                .include_patterns(vec![".dockerignore".to_string()])
+                .shared_key_hint(format!("{}-.dockerignore", opts.context_local))
+                .custom_name("[internal] load .dockerignore")
+                .state();
+            let def = ctx
+                .marshal(&MarshalOptions::default())
+                .map_err(|e| FrontendError::new(format!("marshaling the context source: {e}")))?;
+            let bytes = encode_def(&def);
+            let h = gw.solve(&bytes, true)?;
+            gw.read_file(&h, ".dockerignore", 0, None).ok()
+        }
+    };
+    if let Some(data) = ignore {
+        opts.dockerignore = parse_dockerignore(&String::from_utf8_lossy(&data));
+    }
+    opts.dockerfile_definition = Some(df_def);
+
+    let resolver = GatewayResolver {
+        gw,
+        mode: opts.image_resolve_mode.as_str(),
+    };
+    let platforms = opts.platforms.clone();
+    let multi = platforms.len() > 1 || opts.multi_platform;
+    let mut result = BuildResult::default();
+    let targets: Vec<Option<Platform>> = if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms.into_iter().map(Some).collect()
+    };
+    for p in targets {
+        let mut o = opts.clone();
+        o.target_platform = p.clone();
+        let (def, config, warnings) = dockerfile_to_llb(&source, &o, &resolver)?;
+        for w in &warnings {
+            gw.warn(&w.message, w.detail.as_deref(), w.location.as_ref());
+        }
+        let handle = gw.solve(&def, false)?;
+        match p {
+            Some(p) if multi => {
+                let key = p.format();
+                result.refs.push((key.clone(), handle));
+                result
+                    .metadata
+                    .push((format!("containerimage.config/{key}"), config));
+            }
+            _ => {
+                result.refs.push((String::new(), handle));
+                result
+                    .metadata
+                    .push(("containerimage.config".to_string(), config));
+            }
+        }
+    }
+    Ok(result)
+}
+
+struct GatewayResolver<'a> {
+    gw: &'a dyn Gateway,
+    mode: &'static str,
+}
+
+impl ImageResolver for GatewayResolver<'_> {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, FrontendError> {
+        let c = self
+            .gw
+            .resolve_image_config(reference, Some(platform), self.mode)?;
+        Ok(ResolvedImage {
+            digest: c.digest,
+            config: c.config,
+        })
+    }
+}
+
+/// The stage index a name refers to: a stage name (case-insensitive) or a
+/// stage number.
+pub(crate) fn find_stage(stages: &[StageDef], name: &str, before: usize) -> Option<usize> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(i) = stages[..before.min(stages.len())]
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
+        return Some(i);
+    }
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        return name
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < before.min(stages.len()));
+    }
+    None
+}
+
+/// A dispatched stage: its filesystem state and image config.
+#[derive(Clone, Debug)]
+pub(crate) struct Dispatched {
+    pub state: State,
+    pub image: ImageSpec,
+    pub platform: pb::Platform,
+}
+
+/// Conversion state shared by all stages.
+pub(crate) struct Ctx<'a> {
+    pub opts: &'a ConvertOptions,
+    pub resolver: &'a dyn ImageResolver,
+    pub ast: &'a Ast,
+    pub err: ErrCtx,
+    pub source_map: Arc<SourceMap>,
+    pub warnings: Vec<Warning>,
+    pub stages: Vec<StageDef>,
+    pub done: Vec<Option<Dispatched>>,
+    pub in_progress: Vec<bool>,
+    /// Images used by `--from` that are not stages, by reference.
+    pub implicit: BTreeMap<String, Dispatched>,
+    /// Named contexts already turned into states, by name.
+    pub named: BTreeMap<String, Dispatched>,
+    pub context: Option<State>,
+    /// Global `ARG`s with values (before the first `FROM`).
+    pub global_args: Vec<(String, String)>,
+    /// Build args some `ARG` declared.
+    pub used_build_args: BTreeSet<String>,
+    pub target_platform: pb::Platform,
+    pub build_platform: pb::Platform,
+    /// Number of stages in the file (stage names are only printed with 2+).
+    pub stage_count: usize,
+}
+
+impl Ctx<'_> {
+    /// The build context local, created on first use.
+    pub fn context_state(&mut self) -> State {
+        if let Some(s) = &self.context {
+            return s.clone();
+        }
+        let mut l = builder::local(self.opts.context_local.clone())
+            .shared_key_hint(self.opts.context_local.clone())
+            .custom_name("[internal] load build context");
+        if !self.opts.dockerignore.is_empty() {
+            l = l.exclude_patterns(self.opts.dockerignore.clone());
+        }
+        let s = l.state();
+        self.context = Some(s.clone());
+        s
+    }
+
+    /// Records a warning at a node.
+    pub fn warn(&mut self, node: Option<&Node>, message: impl Into<String>, detail: Option<&str>) {
+        self.warnings.push(Warning {
+            message: message.into(),
+            detail: detail.map(str::to_string),
+            location: node.map(|n| self.err.location(n)),
+        });
+    }
+
+    /// Source location ranges of a node.
+    pub fn ranges(node: &Node) -> Vec<pb::Range> {
+        vec![pb::Range {
+            start: Some(pb::Position {
+                line: node.start_line as i32,
+                character: 0,
+            }),
+            end: Some(pb::Position {
+                line: node.end_line as i32,
+                character: 0,
+            }),
+        }]
+    }
+
+    /// Adds the source location of `node` to an op.
+    pub fn located<T: OpOptions>(&self, op: T, node: &Node) -> T {
+        if node.start_line == 0 {
+            return op;
+        }
+        op.source_location(&self.source_map, Self::ranges(node))
+    }
+}
+
+/// Converts a Dockerfile to an encoded LLB `Definition`, the image config
+/// JSON of the target stage and the warnings found on the way.
+pub fn dockerfile_to_llb(
+    source: &[u8],
+    opts: &ConvertOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<(Vec<u8>, Vec<u8>, Vec<Warning>), FrontendError> {
+    let err = ErrCtx::new(&opts.filename, source);
+    let ast = parser::parse(source).map_err(|e| err.parse(&e))?;
+    let mut warnings: Vec<Warning> = ast
+        .warnings
+        .iter()
+        .map(|w| Warning {
+            message: w.short.clone(),
+            detail: Some(w.detail.clone()),
+            location: Some(Location::line(opts.filename.clone(), w.line as u32)),
+        })
+        .collect();
+    let (meta_args, stage_defs) = stages::split(&ast, &err, &mut warnings)?;
+
+    let build_platform = options::to_pb(&opts.build_platform);
+    let target_platform = opts
+        .target_platform
+        .as_ref()
+        .map(options::to_pb)
+        .unwrap_or_else(|| build_platform.clone());
+    let source_map = Arc::new(SourceMap {
+        filename: opts.filename.clone(),
+        language: "Dockerfile".to_string(),
+        data: source.to_vec(),
+        definition: opts.dockerfile_definition.clone(),
+    });
+    let n = stage_defs.len();
+    let mut ctx = Ctx {
+        opts,
+        resolver,
+        ast: &ast,
+        err,
+        source_map,
+        warnings,
+        stages: stage_defs,
+        done: vec![None; n],
+        in_progress: vec![false; n],
+        implicit: BTreeMap::new(),
+        named: BTreeMap::new(),
+        context: None,
+        global_args: Vec::new(),
+        used_build_args: BTreeSet::new(),
+        target_platform,
+        build_platform,
+        stage_count: n,
+    };
+    args::eval_global(&mut ctx, &meta_args)?;
+
+    let target = match &opts.target {
+        Some(t) if !t.is_empty() => find_stage(&ctx.stages, t, n).ok_or_else(|| {
+            FrontendError::new(format!("failed to reach build target {t} in Dockerfile"))
+        })?,
+        _ => n - 1,
+    };
+    let out = stages::dispatch(&mut ctx, target)?;
+
+    // Unused build args, like BuildKit's "were not consumed" warning.
+    let unused: Vec<&String> = opts
+        .build_args
+        .keys()
+        .filter(|k| !ctx.used_build_args.contains(*k) && !args::is_builtin_arg(k))
+        .collect();
+    if !unused.is_empty() {
+        let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+        ctx.warn(
+            None,
+            format!(
+                "one or more build args were not consumed: [{}]",
+                names.join(" ")
+            ),
+            None,
+        );
+    }
+
+    let mut image = out.image.clone();
+    for (k, v) in &opts.labels {
+        image.config.labels.insert(k.clone(), v.clone());
+    }
+    let mut marshal = MarshalOptions {
+        platform: Some(ctx.target_platform.clone()),
+        default_path: builder::DefaultPath::ClientSets,
+        ..Default::default()
+    };
+    marshal.metadata = pb::OpMetadata::default();
+    let def = out
+        .state
+        .marshal(&marshal)
+        .map_err(|e| FrontendError::new(format!("marshaling LLB: {e}")))?;
+    let bytes = encode_def(&def);
+    let config = image.to_json();
+    Ok((bytes, config, ctx.warnings))
+}
+
+/// The wire bytes of a definition (a scratch result has no ops, which the
+/// checked [`kiln_frontend::llb::Definition`] type does not represent).
+fn encode_def(def: &pb::Definition) -> Vec<u8> {
+    prost::Message::encode_to_vec(def)
+}

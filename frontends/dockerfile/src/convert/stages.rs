@@ -1,0 +1,429 @@
+//! Splitting the AST into stages and dispatching a stage's instructions.
+
+use std::collections::BTreeSet;
+
+use kiln_frontend::FrontendError;
+use kiln_frontend::llb::builder::{Constraints, OpOptions, State};
+use kiln_frontend::llb::pb;
+
+use super::error::ErrCtx;
+use super::flags::{self, Kind};
+use super::image::ImageSpec;
+use super::{Ctx, Dispatched, Warning, args, copy, from, meta, run};
+use crate::parser::{Ast, Node};
+use crate::shell;
+
+/// One `FROM` and the instructions up to the next.
+#[derive(Debug, Clone)]
+pub(crate) struct StageDef {
+    /// Position in the file.
+    pub index: usize,
+    /// `AS name`, lowercased.
+    pub name: Option<String>,
+    /// The `FROM` node.
+    pub from: Node,
+    /// Base name as written.
+    pub base: String,
+    /// `--platform` as written.
+    pub platform: Option<String>,
+    /// The instructions of the stage.
+    pub commands: Vec<Node>,
+}
+
+const INSTRUCTIONS: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// The flags each instruction takes.
+pub(crate) fn flag_defs(name: &str) -> &'static [(&'static str, Kind)] {
+    match name {
+        "from" => &[("platform", Kind::One)],
+        "run" => &[
+            ("mount", Kind::Many),
+            ("network", Kind::One),
+            ("security", Kind::One),
+            ("device", Kind::Many),
+        ],
+        "copy" => &[
+            ("from", Kind::One),
+            ("chown", Kind::One),
+            ("chmod", Kind::One),
+            ("link", Kind::Bool),
+            ("parents", Kind::Bool),
+            ("exclude", Kind::Many),
+        ],
+        "add" => &[
+            ("chown", Kind::One),
+            ("chmod", Kind::One),
+            ("link", Kind::Bool),
+            ("keep-git-dir", Kind::Bool),
+            ("checksum", Kind::One),
+            ("unpack", Kind::Bool),
+            ("exclude", Kind::Many),
+            ("parents", Kind::Bool),
+        ],
+        "healthcheck" => &[
+            ("interval", Kind::One),
+            ("timeout", Kind::One),
+            ("start-period", Kind::One),
+            ("start-interval", Kind::One),
+            ("retries", Kind::One),
+        ],
+        _ => &[],
+    }
+}
+
+/// Closest known instruction, for "did you mean".
+fn suggest(name: &str) -> Option<&'static str> {
+    let lev = |a: &str, b: &str| -> usize {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut cur = vec![i; b.len() + 1];
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    INSTRUCTIONS
+        .iter()
+        .map(|i| (lev(name, i), *i))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, i)| i)
+}
+
+/// Checks a node's keyword and flags (and an ONBUILD's trigger).
+pub(crate) fn validate(err: &ErrCtx, node: &Node) -> Result<(), FrontendError> {
+    let name = node.name();
+    if !INSTRUCTIONS.contains(&name.as_str()) {
+        let upper = node.value.to_ascii_uppercase();
+        let hint = suggest(&name)
+            .map(|s| format!(" (did you mean {}?)", s.to_ascii_uppercase()))
+            .unwrap_or_default();
+        return Err(err.at(node, format!("unknown instruction: {upper}{hint}")));
+    }
+    flags::parse(&node.flags, flag_defs(&name))
+        .map_err(|e| err.at(node, format!("{}: {e}", name.to_ascii_uppercase())))?;
+    if name == "onbuild" {
+        let Some(sub) = &node.sub else {
+            return Err(err.at(node, "ONBUILD requires at least one argument"));
+        };
+        match sub.name().as_str() {
+            "onbuild" => {
+                return Err(err.at(node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
+            }
+            "from" | "maintainer" => {
+                return Err(err.at(
+                    node,
+                    format!(
+                        "{} isn't allowed as an ONBUILD trigger",
+                        sub.value.to_ascii_uppercase()
+                    ),
+                ));
+            }
+            _ => validate(err, sub)?,
+        }
+    }
+    Ok(())
+}
+
+fn valid_stage_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
+}
+
+/// Splits the AST into global ARGs and stages, checking every instruction.
+pub(crate) fn split(
+    ast: &Ast,
+    err: &ErrCtx,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Vec<Node>, Vec<StageDef>), FrontendError> {
+    let mut meta = Vec::new();
+    let mut stages: Vec<StageDef> = Vec::new();
+    for node in &ast.children {
+        validate(err, node)?;
+        let name = node.name();
+        if name == "from" {
+            let f = flags::parse(&node.flags, flag_defs("from")).map_err(|e| err.at(node, e))?;
+            let stage_name = match node.args.as_slice() {
+                [base] => {
+                    let _ = base;
+                    None
+                }
+                [_, kw, n] if kw.eq_ignore_ascii_case("as") => {
+                    if kw != "AS" && kw != "as"
+                        || (kw == "AS") != (node.value == node.value.to_ascii_uppercase())
+                    {
+                        warnings.push(Warning {
+                            message: "'as' and 'FROM' keywords' casing do not match".into(),
+                            detail: Some(
+                                "https://docs.docker.com/go/dockerfile/rule/from-as-casing/".into(),
+                            ),
+                            location: Some(err.location(node)),
+                        });
+                    }
+                    let lower = n.to_ascii_lowercase();
+                    if !valid_stage_name(&lower) {
+                        return Err(err.at(
+                            node,
+                            format!("invalid name for build stage: {n:?}, name can't start with a number or contain symbols"),
+                        ));
+                    }
+                    if lower != *n {
+                        warnings.push(Warning {
+                            message: format!("Stage name '{n}' should be lowercase"),
+                            detail: Some(
+                                "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/"
+                                    .into(),
+                            ),
+                            location: Some(err.location(node)),
+                        });
+                    }
+                    if stages
+                        .iter()
+                        .any(|s| s.name.as_deref() == Some(lower.as_str()))
+                    {
+                        return Err(err.at(node, format!("duplicate stage name {n:?}")));
+                    }
+                    Some(lower)
+                }
+                _ => return Err(err.at(node, "FROM requires either one or three arguments")),
+            };
+            stages.push(StageDef {
+                index: stages.len(),
+                name: stage_name,
+                from: node.clone(),
+                base: node.args[0].clone(),
+                platform: f.one("platform").map(str::to_string),
+                commands: Vec::new(),
+            });
+            continue;
+        }
+        match stages.last_mut() {
+            Some(s) => s.commands.push(node.clone()),
+            None if name == "arg" => meta.push(node.clone()),
+            None => return Err(err.at(node, "no build stage in current context")),
+        }
+    }
+    if stages.is_empty() {
+        return Err(FrontendError::new("the Dockerfile has no FROM instruction"));
+    }
+    Ok((meta, stages))
+}
+
+/// Dispatches a stage once; later calls return the same result.
+pub(crate) fn dispatch(ctx: &mut Ctx<'_>, idx: usize) -> Result<Dispatched, FrontendError> {
+    if let Some(d) = &ctx.done[idx] {
+        return Ok(d.clone());
+    }
+    if ctx.in_progress[idx] {
+        let node = ctx.stages[idx].from.clone();
+        return Err(ctx.err.at(&node, "circular dependency detected on stage"));
+    }
+    ctx.in_progress[idx] = true;
+    let def = ctx.stages[idx].clone();
+    let out = run_stage(ctx, &def)?;
+    ctx.in_progress[idx] = false;
+    ctx.done[idx] = Some(out.clone());
+    Ok(out)
+}
+
+/// A stage being dispatched.
+pub(crate) struct StageRun {
+    /// Name printed in progress (`""` in single-stage files).
+    pub display: String,
+    pub cmd_total: usize,
+    pub cmd_index: usize,
+    pub multi_platform: bool,
+    pub state: State,
+    pub image: ImageSpec,
+    pub platform: pb::Platform,
+    /// Declared args with values, in declaration order (history, env).
+    pub args: Vec<(String, String)>,
+    /// Every declared arg name.
+    pub declared: BTreeSet<String>,
+    /// `CMD` seen in this stage.
+    pub cmd_set: bool,
+    pub ignore_cache: bool,
+    /// Index of the stage in the file (progress group ids).
+    pub index: usize,
+}
+
+impl StageRun {
+    /// The variables instructions expand against: args, then ENV (ENV wins).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let mut v = self.args.clone();
+        v.extend(self.image.env_pairs());
+        v
+    }
+
+    pub fn is_declared(&self, k: &str) -> bool {
+        self.declared.contains(k)
+    }
+
+    /// Records an `ARG`; with a value it also reaches `RUN`'s environment,
+    /// unless an `ENV` of the same name shadows it.
+    pub fn declare_arg(&mut self, k: &str, value: Option<String>) {
+        self.declared.insert(k.to_string());
+        if let Some(v) = value {
+            self.args.retain(|(a, _)| a != k);
+            self.args.push((k.to_string(), v.clone()));
+            if !self.image.env_pairs().iter().any(|(e, _)| e == k) {
+                self.state = self.state.add_env(k, v);
+            }
+        }
+    }
+
+    /// Sets an `ENV` variable in the image and the state.
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.image.set_env(k, v);
+        self.state = self.state.add_env(k, v);
+    }
+
+    /// `[stage 2/5] ` prefix of a progress name; advances the counter.
+    pub fn prefix(&mut self, s: &str) -> String {
+        if self.cmd_total == 0 {
+            return s.to_string();
+        }
+        self.cmd_index += 1;
+        let width = self.cmd_total.to_string().len();
+        let mut out = String::from("[");
+        if self.multi_platform {
+            out.push_str(&super::options::from_pb(&self.platform).format());
+            out.push(' ');
+        }
+        if !self.display.is_empty() {
+            out.push_str(&self.display);
+            out.push(' ');
+        }
+        out.push_str(&format!(
+            "{:>width$}/{}] {s}",
+            self.cmd_index, self.cmd_total
+        ));
+        out
+    }
+
+    /// Constraints for an op made by `node`: progress name, the command
+    /// description, source location and cache setting.
+    pub fn constraints(&mut self, ctx: &Ctx<'_>, node: &Node, name: &str) -> Constraints {
+        let mut c = Constraints::default()
+            .custom_name(self.prefix(name))
+            .description("com.docker.dockerfile.v1.command", node.original.trim());
+        c = ctx.located(c, node);
+        if self.ignore_cache {
+            c = c.ignore_cache();
+        }
+        c
+    }
+}
+
+/// `RUN echo $X` → `RUN echo <value>` for progress names; the text stays as
+/// written when it does not expand.
+pub(crate) fn display_name(ctx: &Ctx<'_>, run: &StageRun, text: &str) -> String {
+    let text = text.trim();
+    let expanded =
+        shell::process_word(text, &run.vars(), ctx.ast.escape).unwrap_or_else(|_| text.to_string());
+    match expanded.split_once(char::is_whitespace) {
+        Some((kw, rest)) => format!("{} {rest}", kw.to_ascii_uppercase()),
+        None => expanded.to_ascii_uppercase(),
+    }
+}
+
+/// Whether an instruction becomes an op (counted in `[n/total]`).
+fn makes_op(node: &Node) -> bool {
+    matches!(node.name().as_str(), "run" | "copy" | "add" | "workdir")
+}
+
+fn run_stage(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Dispatched, FrontendError> {
+    // A named context with the stage's name replaces the stage.
+    if let Some(name) = &def.name
+        && let Some(value) = ctx.opts.named_contexts.get(name).cloned()
+    {
+        let platform = ctx.target_platform.clone();
+        return from::named_context(ctx, name, &value, &def.from, &platform);
+    }
+    let base = from::resolve_base(ctx, def)?;
+    let triggers = meta::parse_triggers(ctx, &def.from, &base.image.config.on_build)?;
+    let display = if ctx.stage_count == 1 {
+        String::new()
+    } else {
+        def.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", def.index))
+    };
+    let cmd_total = 1 + triggers
+        .iter()
+        .chain(def.commands.iter())
+        .filter(|n| makes_op(n))
+        .count();
+    let mut image = base.image.clone();
+    image.config.on_build.clear();
+    if let Some(epoch) = ctx.opts.build_args.get("SOURCE_DATE_EPOCH")
+        && let Ok(secs) = epoch.trim().parse::<i64>()
+    {
+        image.created = Some(super::image::rfc3339(secs));
+    }
+    let mut run = StageRun {
+        display,
+        cmd_total,
+        cmd_index: 0,
+        multi_platform: ctx.opts.multi_platform || ctx.opts.platforms.len() > 1,
+        state: State::scratch(),
+        image,
+        platform: base.platform.clone(),
+        args: Vec::new(),
+        declared: BTreeSet::new(),
+        cmd_set: false,
+        ignore_cache: ctx.opts.ignores_cache(def.name.as_deref()),
+        index: def.index,
+    };
+    from::materialize(ctx, &mut run, base.source, &def.from)?;
+    for node in triggers.iter().chain(def.commands.iter()) {
+        dispatch_command(ctx, &mut run, node)?;
+    }
+    Ok(Dispatched {
+        state: run.state,
+        image: run.image,
+        platform: run.platform,
+    })
+}
+
+/// Runs one instruction of a stage.
+pub(crate) fn dispatch_command(
+    ctx: &mut Ctx<'_>,
+    run: &mut StageRun,
+    node: &Node,
+) -> Result<(), FrontendError> {
+    match node.name().as_str() {
+        "arg" => args::dispatch_arg(ctx, run, node),
+        "run" => run::dispatch(ctx, run, node),
+        "copy" | "add" => copy::dispatch(ctx, run, node),
+        "from" => Err(ctx.err.at(node, "FROM isn't allowed here")),
+        _ => meta::dispatch(ctx, run, node),
+    }
+}

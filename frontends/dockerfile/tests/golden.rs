@@ -1,0 +1,250 @@
+//! Golden tests of the Dockerfile → LLB conversion.
+//!
+//! Every directory under `testdata/` is a case: a `Dockerfile`, optional
+//! `options.json` (the frontend options map, e.g. `{"target": "build",
+//! "build-arg:X": "1", "context:base": "docker-image://alpine"}`) and an
+//! optional `context/` (its `.dockerignore` is used). The expectations are
+//! `llb.jsonl` (`dump_json_lines` of the definition), `config.json` (the image
+//! config, pretty-printed) and `warnings.txt`, or `error.txt` when the
+//! conversion must fail. `BLESS=1 cargo test -p kiln-dockerfile --test
+//! golden` rewrites them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::convert::{
+    ConvertOptions, ImageResolver, ResolvedImage, Warning, dockerfile_to_llb, parse_dockerignore,
+};
+use kiln_frontend::llb::{Definition, Digest, dump};
+use kiln_frontend::testing::MockGateway;
+use kiln_frontend::{FrontendError, Platform};
+
+/// A registry with one busybox-like config for every reference; references
+/// containing `onbuild` carry ONBUILD triggers, `missing` fails.
+struct FakeResolver;
+
+impl ImageResolver for FakeResolver {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, FrontendError> {
+        if reference.contains("missing") {
+            return Err(FrontendError::new(format!("{reference}: not found")));
+        }
+        let onbuild = if reference.contains("onbuild") {
+            r#","OnBuild":["RUN echo triggered","COPY trigger.txt /trigger/"]"#
+        } else {
+            ""
+        };
+        let variant = platform
+            .variant
+            .as_ref()
+            .map(|v| format!(r#","variant":"{v}""#))
+            .unwrap_or_default();
+        let config = format!(
+            r#"{{"architecture":"{}","os":"{}"{variant},"config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]{onbuild}}},"rootfs":{{"type":"layers","diff_ids":["sha256:1111111111111111111111111111111111111111111111111111111111111111"]}},"history":[{{"created_by":"BusyBox base","comment":"base"}}]}}"#,
+            platform.architecture, platform.os
+        );
+        Ok(ResolvedImage {
+            digest: Digest::of_bytes(reference.as_bytes()).to_string(),
+            config: config.into_bytes(),
+        })
+    }
+}
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn options_of(dir: &Path) -> ConvertOptions {
+    let mut map = BTreeMap::new();
+    if let Ok(text) = fs::read_to_string(dir.join("options.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text).expect("options.json is JSON");
+        for (k, v) in v.as_object().expect("options.json is an object") {
+            map.insert(
+                k.clone(),
+                v.as_str().expect("option values are strings").to_string(),
+            );
+        }
+    }
+    let mut opts = ConvertOptions::from_options(&map).expect("options parse");
+    if let Ok(text) = fs::read_to_string(dir.join("context/.dockerignore")) {
+        opts.dockerignore = parse_dockerignore(&text);
+    }
+    opts
+}
+
+fn render_warnings(ws: &[Warning]) -> String {
+    let mut out = String::new();
+    for w in ws {
+        match &w.location {
+            Some(l) => out.push_str(&format!("{}:{}: {}\n", l.file, l.start_line, w.message)),
+            None => out.push_str(&format!("{}\n", w.message)),
+        }
+    }
+    out
+}
+
+/// The files a case produces: name → content.
+fn run_case(dir: &Path) -> BTreeMap<&'static str, String> {
+    let source = fs::read(dir.join("Dockerfile")).expect("case has a Dockerfile");
+    let opts = options_of(dir);
+    let mut out = BTreeMap::new();
+    match dockerfile_to_llb(&source, &opts, &FakeResolver) {
+        Ok((def, config, warnings)) => {
+            let again = dockerfile_to_llb(&source, &opts, &FakeResolver).expect("second run");
+            assert_eq!(
+                again.0,
+                def,
+                "{}: definition bytes differ between runs",
+                dir.display()
+            );
+            assert_eq!(
+                again.1,
+                config,
+                "{}: config bytes differ between runs",
+                dir.display()
+            );
+            let dumped = match Definition::decode(&def) {
+                Ok(d) => dump::dump_json_lines(&d),
+                Err(_) => String::new(),
+            };
+            out.insert("llb.jsonl", dumped);
+            let v: serde_json::Value = serde_json::from_slice(&config).expect("config is JSON");
+            out.insert(
+                "config.json",
+                serde_json::to_string_pretty(&v).expect("pretty") + "\n",
+            );
+            let w = render_warnings(&warnings);
+            if !w.is_empty() {
+                out.insert("warnings.txt", w);
+            }
+        }
+        Err(e) => {
+            out.insert("error.txt", format!("{e}\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_cases() {
+    let bless = std::env::var_os("BLESS").is_some();
+    let mut cases: Vec<PathBuf> = fs::read_dir(testdata())
+        .expect("testdata directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Dockerfile").is_file())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 40,
+        "expected at least 40 golden cases, found {}",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for dir in &cases {
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let got = run_case(dir);
+        for file in ["llb.jsonl", "config.json", "warnings.txt", "error.txt"] {
+            let path = dir.join(file);
+            let want = fs::read_to_string(&path).ok();
+            let have = got.get(file);
+            if bless {
+                match have {
+                    Some(h) => fs::write(&path, h).expect("write expectation"),
+                    None => {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+                continue;
+            }
+            if want.as_ref() != have {
+                failures.push(format!(
+                    "{name}/{file}:\n--- want\n{}\n--- have\n{}",
+                    want.unwrap_or_else(|| "<absent>".into()),
+                    have.cloned().unwrap_or_else(|| "<absent>".into())
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatches:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn convert_through_the_gateway() {
+    let gw = MockGateway::new()
+        .with_option("build-arg:MSG", "hi")
+        .with_file(
+            "dockerfile",
+            "Dockerfile",
+            b"FROM busybox\nARG MSG\nRUN echo $MSG\n",
+        )
+        .with_file("context", ".dockerignore", b"node_modules\n")
+        .with_image(
+            "docker.io/library/busybox:latest",
+            br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]}}"#,
+        );
+    let res = kiln_dockerfile::convert::convert(&gw).expect("convert");
+    assert_eq!(res.refs.len(), 1);
+    let (key, config) = &res.metadata[0];
+    assert_eq!(key, "containerimage.config");
+    let v: serde_json::Value = serde_json::from_slice(config).expect("config JSON");
+    assert_eq!(v["config"]["Cmd"][0], "sh");
+    // dockerfile local, .dockerignore from the context, the build itself.
+    let solved = gw.solved();
+    assert_eq!(solved.len(), 3);
+    let def = Definition::decode(&solved[2]).expect("definition");
+    let dumped = dump::dump_json_lines(&def);
+    assert!(dumped.contains("echo $MSG"), "{dumped}");
+    assert!(dumped.contains("MSG=hi"), "{dumped}");
+}
+
+#[test]
+fn convert_reports_missing_dockerfile() {
+    let gw = MockGateway::new();
+    let err = kiln_dockerfile::convert::convert(&gw).expect_err("no Dockerfile");
+    assert!(
+        err.message.contains("failed to read dockerfile"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn multi_platform_results() {
+    let gw = MockGateway::new()
+        .with_option("platform", "linux/amd64,linux/arm64")
+        .with_file("dockerfile", "Dockerfile", b"FROM scratch\nCOPY a /a\n");
+    let res = kiln_dockerfile::convert::convert(&gw).expect("convert");
+    let keys: Vec<&str> = res.refs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, vec!["linux/amd64", "linux/arm64"]);
+    assert_eq!(res.metadata.len(), 2);
+}
+
+#[test]
+fn garbage_does_not_panic() {
+    let inputs: [&[u8]; 8] = [
+        b"",
+        b"\xff\xfe\x00",
+        b"FROM",
+        b"FROM a b c d",
+        b"RUN x",
+        b"FROM scratch\nCOPY <<EOF\n",
+        b"FROM scratch\nRUN --mount=type=cache,target= x\n",
+        b"FROM ${A:?}\n",
+    ];
+    for i in inputs {
+        let _ = dockerfile_to_llb(i, &ConvertOptions::default(), &FakeResolver);
+    }
+}
