@@ -1,37 +1,72 @@
-//! `Engine::export`: hands the result's snapshot chain to an exporter.
+//! `Engine::export`: hands the result's snapshot chain to kiln-store's
+//! exporters (`oci`, `docker`, `local`, `tar`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use kiln_store::SnapshotId;
+use kiln_store::exporter::{self, FsExportOptions, ImageExportOptions, ImageFormat};
 
 use crate::engine::ExportResult;
-use crate::fsutil;
-use crate::ops::{Ref, Worker, blocking};
+use crate::ops::{Worker, blocking};
 use crate::session::Session;
 
 pub(crate) async fn export(
     worker: &Arc<Worker>,
     snapshot: Option<SnapshotId>,
-    _image_config: Option<&[u8]>,
+    image_config: Option<&[u8]>,
     output_type: &str,
     attrs: &BTreeMap<String, String>,
     _session: Arc<Session>,
 ) -> Result<ExportResult> {
-    match output_type {
-        "local" => {
-            let dest = PathBuf::from(attrs.get("dest").context("local export needs dest=")?);
-            let worker = worker.clone();
-            blocking(move || {
-                let view = worker.view(&Ref(snapshot))?;
-                fs_err::create_dir_all(&dest)?;
-                fsutil::merge_into(&view, &dest)?;
-                Ok(ExportResult::default())
-            })
-            .await
+    let worker = worker.clone();
+    let attrs = attrs.clone();
+    let config = image_config.map(<[u8]>::to_vec);
+    let kind = output_type.to_owned();
+    blocking(move || {
+        let snaps = &worker.snapshots;
+        let mut out = ExportResult::default();
+        match kind.as_str() {
+            "oci" | "docker" => {
+                let fmt = if kind == "oci" {
+                    ImageFormat::Oci
+                } else {
+                    ImageFormat::Docker
+                };
+                let opts = ImageExportOptions::from_attrs(fmt, &attrs)?;
+                let r = exporter::export_image(
+                    snaps,
+                    &worker.content,
+                    snapshot.as_ref(),
+                    config.as_deref(),
+                    &opts,
+                )?;
+                out.metadata.insert(
+                    "containerimage.digest".into(),
+                    r.manifest_digest.to_string(),
+                );
+                out.metadata.insert(
+                    "containerimage.config.digest".into(),
+                    r.config_digest.to_string(),
+                );
+                out.metadata
+                    .insert("containerimage.descriptor".into(), r.descriptor.clone());
+                if !r.names.is_empty() {
+                    out.metadata.insert("image.name".into(), r.names.join(","));
+                }
+            }
+            "local" => {
+                let opts = FsExportOptions::from_attrs(&attrs)?;
+                exporter::export_local(snaps, snapshot.as_ref(), opts.local_dir()?)?;
+            }
+            "tar" => {
+                let opts = FsExportOptions::from_attrs(&attrs)?;
+                exporter::export_tar(snaps, snapshot.as_ref(), &opts)?;
+            }
+            other => bail!("unknown exporter {other:?} (known: oci, docker, local, tar)"),
         }
-        other => bail!("exporter {other:?} is not available"),
-    }
+        Ok(out)
+    })
+    .await
 }

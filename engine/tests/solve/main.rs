@@ -3,6 +3,7 @@
 mod defs;
 mod escapes;
 mod exec;
+mod export;
 mod files;
 mod graph;
 mod procs;
