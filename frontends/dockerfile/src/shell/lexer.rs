@@ -388,6 +388,10 @@ impl<E: Env + ?Sized> Scanner<'_, E> {
                     chs.push(modifier.unwrap_or('\u{FFFD}'));
                 }
                 let raw = matches!(modifier, Some('#' | '%'));
+                // `${v:#p}` / `${v:%p}` are not valid shell syntax.
+                if null_is_unset && raw {
+                    return Err(ShellErrorKind::UnsupportedModifier(chs));
+                }
                 let word = match self.stop_on(Some('}'), raw, depth + 1) {
                     Ok((w, _)) => w,
                     Err(e) if self.peek().is_none() && e != ShellErrorKind::TooDeep => {
@@ -515,6 +519,161 @@ mod tests {
         );
         assert!(w("${NULL:?}").is_err());
         assert_eq!(w("${NULL?}").unwrap(), "");
+    }
+
+    /// Pattern, replacement and `?` cases with their expected results and
+    /// variable tracking (facts about BuildKit's lexer behaviour).
+    #[test]
+    fn modifier_table() {
+        type Case = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let cases: &[Case] = &[
+            (
+                "${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("xxx  ccc"),
+                &["BAR", "FOO"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("xxx bbb ccc"),
+                &["BAR", "FOO"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("aaa bbb "),
+                &["BAR", "FOO"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("aaa  "),
+                &["BAR", "FOO"],
+                &["BAZ"],
+            ),
+            ("${BAR?bbb}", &[("BAR", "")], Some(""), &["BAR"], &[]),
+            ("${BAZ?ccc}", &[], None, &[], &[]),
+            ("${BAR:?bbb}", &[("BAR", "")], None, &[], &[]),
+            ("${FOO=aaa}", &[("FOO", "x")], None, &[], &[]),
+            ("${FOO=:aaa}", &[("FOO", "x")], None, &[], &[]),
+            (
+                "${FOO#()[]{\\}^$.\\*\\?|\\\\}",
+                &[("FOO", "()[]{}^$.*?|\\x")],
+                Some("x"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                "${FOO%%\\**}",
+                &[("FOO", "xx**")],
+                Some("xx"),
+                &["FOO"],
+                &[],
+            ),
+            ("${FOO#*x*y}", &[("FOO", "xxyy")], Some("y"), &["FOO"], &[]),
+            ("${FOO#*}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            (
+                "${FOO#$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "x")],
+                Some("xyy"),
+                &["BAR", "FOO"],
+                &[],
+            ),
+            ("${FOO##*x}", &[("FOO", "xxyy")], Some("yy"), &["FOO"], &[]),
+            ("${FOO#?\\?}", &[("FOO", "???y")], Some("?y"), &["FOO"], &[]),
+            (
+                "${ABC:-.}${FOO%x}${ABC:-.}",
+                &[("FOO", "xxyy")],
+                Some(".xxyy."),
+                &["FOO"],
+                &["ABC"],
+            ),
+            (
+                "${FOO%%\\**\\*}",
+                &[("FOO", "a***yy*")],
+                Some("a"),
+                &["FOO"],
+                &[],
+            ),
+            ("${FOO:#}", &[], None, &[], &[]),
+            ("${FOO:%%}", &[], None, &[], &[]),
+            (
+                "${FOO/$N/.} - ${FOO//$N/.}",
+                &[("FOO", "/foo*/*/*.txt"), ("N", "\\*/")],
+                Some("/foo.*/*.txt - /foo..*.txt"),
+                &["FOO", "N"],
+                &[],
+            ),
+            (
+                "${FOO/$N/} - ${FOO//$N/}",
+                &[("FOO", "/tmp/tmp/bar.txt"), ("N", "/tmp")],
+                Some("/tmp/bar.txt - /bar.txt"),
+                &["FOO", "N"],
+                &[],
+            ),
+            (
+                "${FOO/$N/$R} - ${FOO//$N/$R}",
+                &[("FOO", "/a/foo/b/c.txt"), ("N", "/?/"), ("R", "/")],
+                Some("/foo/b/c.txt - /foo/c.txt"),
+                &["FOO", "N", "R"],
+                &[],
+            ),
+            (
+                "${FOO//\\//\\/}",
+                &[("FOO", "/tmp/foo.txt")],
+                Some("\\/tmp\\/foo.txt"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                "${FOO/$BAR/ww}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("wwxxyy"),
+                &["BAR", "FOO"],
+                &[],
+            ),
+            ("${FOO//ww}", &[("FOO", "xxyy")], None, &[], &[]),
+            ("${FOO//}", &[("FOO", "xxyy")], None, &[], &[]),
+            ("${FOO///}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            ("${FOO///}", &[], Some(""), &[], &["FOO"]),
+            (
+                "a-${V}${T:+-${T}}.gz",
+                &[("V", "1"), ("T", "")],
+                Some("a-1.gz"),
+                &["T", "V"],
+                &[],
+            ),
+        ];
+        for (input, env, want, matched, unmatched) in cases {
+            let got = Lexer::new('\\').process(input, *env);
+            match (want, got) {
+                (None, Err(_)) => {}
+                (Some(w), Ok(x)) => {
+                    assert_eq!(x.result, *w, "{input}");
+                    assert_eq!(
+                        x.matched.iter().map(String::as_str).collect::<Vec<_>>(),
+                        *matched,
+                        "{input}"
+                    );
+                    assert_eq!(
+                        x.unmatched.iter().map(String::as_str).collect::<Vec<_>>(),
+                        *unmatched,
+                        "{input}"
+                    );
+                }
+                (w, g) => panic!("{input}: expected {w:?}, got {g:?}"),
+            }
+        }
     }
 
     #[test]
