@@ -20,6 +20,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT")]
     pub root: Option<PathBuf>,
 
+    /// OCI runtime for RUN steps: `runc` (default), or crun/youki on
+    /// cgroup-v2 hosts; a name in PATH or a path.
+    #[arg(long, global = true, env = "KILN_OCI_RUNTIME", value_name = "PATH")]
+    pub oci_runtime: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -252,7 +257,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone().unwrap_or_else(default_root);
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { file, dot }) => dump_llb(file, dot),
-        Command::Build(args) => build(root, args),
+        Command::Build(args) => build(root, cli.oci_runtime, args),
         Command::Du(_) => {
             bail!("kiln du is not available yet: cache accounting lands with the cache issue")
         }
@@ -294,7 +299,7 @@ fn dump_llb(file: Option<PathBuf>, dot: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build(root: PathBuf, a: BuildArgs) -> anyhow::Result<()> {
+fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::Result<()> {
     if !a.export_cache.is_empty() || !a.import_cache.is_empty() {
         bail!(
             "--export-cache and --import-cache are not supported by this kiln yet; the local \
@@ -376,7 +381,7 @@ fn build(root: PathBuf, a: BuildArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let ctl = Controller::open(root)?;
+        let ctl = Controller::open(root, oci_runtime)?;
         ctl.solve(req).await
     })
 }

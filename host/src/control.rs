@@ -64,10 +64,20 @@ pub struct Controller {
 
 impl Controller {
     /// Open the state under `root`.
-    pub fn open(root: PathBuf) -> anyhow::Result<Controller> {
+    pub fn open(root: PathBuf, oci_runtime: Option<PathBuf>) -> anyhow::Result<Controller> {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating the state directory {}", root.display()))?;
-        let engine = Engine::open(&root, EngineConfig::default())
+        let mut cfg = EngineConfig::default();
+        let mut runc = kiln_runtime::RuncConfig::new(root.join("runc"));
+        if let Some(rt) = oci_runtime {
+            runc.runtime = rt;
+        }
+        // Without a runtime, builds that need no container still work; an
+        // exec op then fails with the hint the executor gives.
+        if let Ok(exec) = kiln_runtime::RuncExecutor::new(runc) {
+            cfg.executor = Some(Arc::new(exec));
+        }
+        let engine = Engine::open(&root, cfg)
             .with_context(|| format!("opening the state directory {}", root.display()))?;
         let runtime = FrontendRuntime::new(Some(root.join("frontends")))?;
         let registry = Arc::new(kiln_runtime::registry::RegistryClient::default());
