@@ -2,6 +2,8 @@
 //! skopeo as the independent witness. Skips loudly when docker-registry,
 //! skopeo or busybox-static is missing (and fails under CI=true).
 
+mod fake;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -267,4 +269,147 @@ async fn basic_auth_with_docker_config() {
     let e = bad.resolve(&r, &Platform::default()).await.unwrap_err();
     assert_eq!(e.status(), Some(401), "{e}");
     assert!(!e.to_string().contains("wr0ng-pw-7x"), "{e}");
+}
+
+fn reply(media_type: &str, body: &[u8]) -> fake::Reply {
+    fake::Reply {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), media_type.into()),
+            (
+                "Docker-Content-Digest".into(),
+                Digest::of_bytes(body).to_string(),
+            ),
+        ],
+        body: body.to_vec(),
+    }
+}
+
+/// A one-config, no-layer image; returns (manifest, config).
+fn tiny_image(config_size_override: Option<usize>) -> (Vec<u8>, Vec<u8>) {
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": Digest::of_bytes(&config).to_string(),
+            "size": config_size_override.unwrap_or(config.len()),
+        },
+        "layers": []
+    }))
+    .unwrap();
+    (manifest, config)
+}
+
+fn fake_client(host: &str) -> RegistryClient {
+    let mut credentials = HashMap::new();
+    credentials.insert(
+        host.to_string(),
+        Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        },
+    );
+    RegistryClient::new(RegistryOptions {
+        credentials,
+        docker_config: Some("/nonexistent/kiln/config.json".into()),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn bearer_token_auth() {
+    let (manifest, config) = tiny_image(None);
+    let mut routes = HashMap::new();
+    routes.insert(
+        "/v2/team/app/manifests/v1".to_string(),
+        reply(
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &manifest,
+        ),
+    );
+    routes.insert(
+        format!("/v2/team/app/blobs/{}", Digest::of_bytes(&config)),
+        reply("application/octet-stream", &config),
+    );
+    let reg = fake::start("tok-123", routes);
+    let r: ImageRef = format!("{}/team/app:v1", reg.host).parse().unwrap();
+    let got = fake_client(&reg.host)
+        .resolve_image_config(&r, &Platform::default())
+        .await
+        .unwrap();
+    assert_eq!(got.config, config);
+    assert_eq!(got.manifest_digest, Digest::of_bytes(&manifest));
+    let seen = reg.seen.lock().unwrap().clone();
+    let token_req = seen
+        .iter()
+        .find(|(_, p, _)| p == "/token")
+        .expect("token request");
+    // Basic credentials go to the token endpoint ("u:p")...
+    assert_eq!(token_req.2.as_deref(), Some("Basic dTpw"));
+    // ...and the token to the registry.
+    assert!(
+        seen.iter()
+            .any(|(_, p, a)| p.contains("/manifests/") && a.as_deref() == Some("Bearer tok-123")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_answers_are_refused() {
+    // A config longer than its descriptor says.
+    let (manifest, config) = tiny_image(Some(10));
+    let mut routes = HashMap::new();
+    routes.insert(
+        "/v2/x/long/manifests/latest".to_string(),
+        reply(
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &manifest,
+        ),
+    );
+    routes.insert(
+        format!("/v2/x/long/blobs/{}", Digest::of_bytes(&config)),
+        reply("application/octet-stream", &config),
+    );
+    // A manifest asked for by digest that comes back different.
+    let (other, _) = tiny_image(None);
+    let wanted = Digest::of_bytes(b"something else");
+    routes.insert(
+        format!("/v2/x/pinned/manifests/{wanted}"),
+        reply(
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &other,
+        ),
+    );
+    // Not JSON at all.
+    routes.insert(
+        "/v2/x/junk/manifests/latest".to_string(),
+        reply(
+            "application/vnd.oci.image.manifest.v1+json",
+            b"<html>oops</html>",
+        ),
+    );
+    let reg = fake::start("t", routes);
+    let client = fake_client(&reg.host);
+
+    let r: ImageRef = format!("{}/x/long", reg.host).parse().unwrap();
+    let e = client
+        .resolve_image_config(&r, &Platform::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("x/long"), "{e}");
+    assert!(
+        matches!(e, Error::TooLarge { .. } | Error::Registry { .. }),
+        "{e:?}"
+    );
+
+    let r: ImageRef = format!("{}/x/pinned@{wanted}", reg.host).parse().unwrap();
+    let e = client.resolve(&r, &Platform::default()).await.unwrap_err();
+    assert!(e.to_string().contains("x/pinned"), "{e}");
+    assert!(e.to_string().to_lowercase().contains("digest"), "{e}");
+
+    let r: ImageRef = format!("{}/x/junk", reg.host).parse().unwrap();
+    let e = client.resolve(&r, &Platform::default()).await.unwrap_err();
+    assert!(e.to_string().contains("x/junk"), "{e}");
 }
