@@ -93,7 +93,8 @@ fn write_marker(p: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     remove_all(p)?;
     fs::File::create(p).map_err(Error::io("write marker"))?;
-    fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).map_err(Error::io("write marker"))
+    fs::set_permissions(p, std::fs::Permissions::from_mode(0o000))
+        .map_err(Error::io("write marker"))
 }
 
 /// Record the deletion of `dir/name`: a 0/0 char device, or the portable

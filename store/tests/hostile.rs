@@ -240,3 +240,50 @@ fn layer_whiteouts_become_overlay_markers() {
     assert!(kiln_store::fsutil::is_opaque(&root.join("opt")));
     assert!(root.join("opt/x").is_file());
 }
+
+#[test]
+fn lower_layer_symlinks_stay_inside() {
+    let t = tempfile::tempdir().unwrap();
+    let ss = SnapshotStore::new(t.path().join("state")).unwrap();
+    let base = t.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    std::os::unix::fs::symlink(t.path(), base.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../..", base.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", base.join("pw")).unwrap();
+    let b = ss.create_from_dir(&base, None).unwrap();
+    let before: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let mut v = Vec::new();
+    raw_entry(&mut v, b"abs/pwned", tar::EntryType::Regular, b"", b"evil");
+    raw_entry(&mut v, b"rel/pwned2", tar::EntryType::Regular, b"", b"evil");
+    let u = layer::unpack_layer(&ss, Some(&b), &finish(v)[..], None).unwrap();
+    let diff = ss.diff_dir(&u.id).unwrap();
+    assert!(
+        diff.join(t.path().strip_prefix("/").unwrap())
+            .join("pwned")
+            .is_file()
+    );
+    assert!(diff.join("pwned2").is_file());
+
+    // Hardlinks through a lower symlink, or to a lower symlink's target, are refused.
+    for target in [&b"abs/base/x"[..], b"pw/x"] {
+        let mut v = Vec::new();
+        raw_entry(&mut v, b"h", tar::EntryType::Link, target, b"");
+        assert!(layer::unpack_layer(&ss, Some(&b), &finish(v)[..], None).is_err());
+    }
+    // A hardlink to the lower symlink itself copies the symlink, not /etc/passwd.
+    let mut v = Vec::new();
+    raw_entry(&mut v, b"h", tar::EntryType::Link, b"pw", b"");
+    let u = layer::unpack_layer(&ss, Some(&b), &finish(v)[..], None).unwrap();
+    let h = ss.diff_dir(&u.id).unwrap().join("h");
+    assert!(h.symlink_metadata().unwrap().file_type().is_symlink());
+
+    let after: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "something was written outside the store");
+}

@@ -23,8 +23,8 @@ use std::path::Path;
 pub use compress::{
     Compression, Compressor, Detected, decompress, detect, is_tar_header, sniff_archive,
 };
-pub use pack::{TarOptions, exists_below, write_layer_tar, write_tree_tar};
-pub use unpack::{UnpackMode, UnpackReport, unpack_tar};
+pub use pack::{TarOptions, exists_below, find_below, write_layer_tar, write_tree_tar};
+pub use unpack::{UnpackMode, UnpackReport, unpack_tar, unpack_tar_onto};
 
 use crate::content::ContentStore;
 use crate::digest::{Digest, HashingReader, HashingWriter};
@@ -109,14 +109,10 @@ pub fn pack_layer(
         return Ok(blob);
     }
     let diff = snapshots.diff_dir(id)?;
-    let mut lowers = Vec::new();
-    if let Some(p) = snapshots.info(id)?.parent {
-        let mut chain = snapshots.chain(&p)?;
-        chain.reverse();
-        for s in &chain {
-            lowers.push(snapshots.diff_dir(s)?);
-        }
-    }
+    let lowers = match snapshots.info(id)?.parent {
+        Some(p) => lower_diffs(snapshots, &p)?,
+        None => Vec::new(),
+    };
     let blob = pack_dir(content, &diff, &lowers, opts)?;
     // Cache write is an optimisation: failures are ignored.
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
@@ -124,6 +120,13 @@ pub fn pack_layer(
         let _ = std::fs::rename(&tmp, &cache);
     }
     Ok(blob)
+}
+
+/// The diff dirs of the chain ending at `top`, topmost first.
+pub fn lower_diffs(snapshots: &SnapshotStore, top: &SnapshotId) -> Result<Vec<std::path::PathBuf>> {
+    let mut chain = snapshots.chain(top)?;
+    chain.reverse();
+    chain.iter().map(|s| snapshots.diff_dir(s)).collect()
 }
 
 /// Pack any diff dir (overlay upper form) as a layer blob. `lowers` as in
@@ -178,9 +181,13 @@ pub fn unpack_layer(
 ) -> Result<UnpackedLayer> {
     let (compression, plain) = decompress(reader)?;
     let mut hr = HashingReader::new(plain);
+    let lowers = match parent {
+        Some(p) => lower_diffs(snapshots, p)?,
+        None => Vec::new(),
+    };
     let scratch = snapshots.scratch_dir()?;
     let r = (|| {
-        let report = unpack_tar(&mut hr, &scratch, UnpackMode::Layer)?;
+        let report = unpack_tar_onto(&mut hr, &scratch, UnpackMode::Layer, &lowers)?;
         let (diff_id, _) = hr
             .finish()
             .map_err(Error::archive("read layer to its end"))?;

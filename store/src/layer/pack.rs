@@ -261,8 +261,16 @@ fn bytes_path(b: &[u8]) -> &Path {
 /// Whether `rel` exists in the merged view of `lowers` (diff dirs, topmost
 /// first), honouring their whiteouts and opaque dirs.
 pub fn exists_below(lowers: &[PathBuf], rel: &[&OsStr]) -> bool {
+    rel.is_empty() || find_below(lowers, rel).is_some()
+}
+
+/// Where `rel` comes from in the merged view of `lowers` (diff dirs, topmost
+/// first): the path in the topmost diff that has it, and its metadata. No
+/// symlink is followed: a symlink on the way hides what is below it, and a
+/// symlink as the last component is returned as is.
+pub fn find_below(lowers: &[PathBuf], rel: &[&OsStr]) -> Option<(PathBuf, std::fs::Metadata)> {
     if rel.is_empty() {
-        return true;
+        return None;
     }
     'layers: for layer in lowers {
         let mut dir = layer.clone();
@@ -271,18 +279,21 @@ pub fn exists_below(lowers: &[PathBuf], rel: &[&OsStr]) -> bool {
             let mut wh = OsString::from(WHITEOUT_PREFIX);
             wh.push(comp);
             match std::fs::symlink_metadata(&child) {
-                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return false,
-                Ok(_) if i + 1 == rel.len() => return true,
+                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
+                Ok(m) if i + 1 == rel.len() => return Some((child, m)),
                 Ok(m) if m.is_dir() => dir = child,
-                Ok(_) => return false,
+                Ok(_) => return None,
                 Err(_) => {
-                    if dir.join(&wh).is_file() || (i > 0 && fsutil::is_opaque(&dir)) {
-                        return false;
+                    let marker = std::fs::symlink_metadata(dir.join(&wh));
+                    if marker.is_ok_and(|m| fsutil::is_marker_file(&m))
+                        || (i > 0 && fsutil::is_opaque(&dir))
+                    {
+                        return None;
                     }
                     continue 'layers;
                 }
             }
         }
     }
-    false
+    None
 }

@@ -182,3 +182,57 @@ fn redirect_xattr_is_refused_and_user_xattrs_kept() {
         assert!(matches!(err, Error::UnsupportedOverlay { .. }), "{err}");
     }
 }
+
+#[test]
+fn unpack_onto_lowers_keeps_parent_attrs_follows_symlinks_copies_up() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let cs = ContentStore::new(t.path()).unwrap();
+    let ss = SnapshotStore::new(t.path()).unwrap();
+    let base = t.path().join("base");
+    std::fs::create_dir_all(base.join("tmp")).unwrap();
+    std::fs::set_permissions(base.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir_all(base.join("usr/lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", base.join("lib")).unwrap();
+    std::fs::create_dir_all(base.join("bin")).unwrap();
+    std::fs::write(base.join("bin/busybox"), "bb").unwrap();
+    let b = ss.create_from_dir(&base, None).unwrap();
+
+    // A layer with no entries for its parent dirs, a path through the lower
+    // `lib` symlink, and a hardlink to a file of the lower layer.
+    let mut tb = tar::Builder::new(Vec::new());
+    for (p, data) in [("tmp/x", &b"x"[..]), ("lib/libfoo.so", b"so")] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tb.append_data(&mut h, p, data).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    tb.append_link(&mut h, "bin/sh", "bin/busybox").unwrap();
+    let layer = tb.into_inner().unwrap();
+    let (digest, _) = cs.write_bytes(&layer, None).unwrap();
+    let u = unpack_layer_blob(&cs, &ss, Some(&b), &digest, None).unwrap();
+    let diff = ss.diff_dir(&u.id).unwrap();
+    assert_eq!(
+        std::fs::metadata(diff.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
+    assert!(diff.join("usr/lib/libfoo.so").is_file());
+    assert!(
+        !diff.join("lib").exists(),
+        "the lower symlink must not be shadowed by a dir"
+    );
+    assert_eq!(
+        std::fs::metadata(diff.join("bin/sh")).unwrap().ino(),
+        std::fs::metadata(diff.join("bin/busybox")).unwrap().ino()
+    );
+    let v = ss.view(&u.id).unwrap();
+    assert_eq!(std::fs::read(v.join("lib/libfoo.so")).unwrap(), b"so");
+    assert_eq!(std::fs::read(v.join("bin/sh")).unwrap(), b"bb");
+    assert_eq!(
+        std::fs::metadata(v.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
+}

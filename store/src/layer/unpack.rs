@@ -46,6 +46,23 @@ pub struct UnpackReport {
 /// what was extracted before the refusal stays in `dest`, so extract into a
 /// scratch dir and drop it on error.
 pub fn unpack_tar(reader: impl Read, dest: &Path, mode: UnpackMode) -> Result<UnpackReport> {
+    unpack_tar_onto(reader, dest, mode, &[])
+}
+
+/// [`unpack_tar`] into a diff dir that sits on `lowers` (the parent chain's
+/// diff dirs, topmost first), giving overlay the result a real extraction
+/// onto the merged tree would have:
+/// - a parent dir missing from the archive is created with the lower
+///   dir's owner and mode (not a default that would mask them);
+/// - a symlink in a lower layer on the way is followed (within `dest`), so
+///   `lib/x` under a lower `lib -> usr/lib` lands in `usr/lib/x`;
+/// - a hardlink to a file only a lower layer has copies that file up first.
+pub fn unpack_tar_onto(
+    reader: impl Read,
+    dest: &Path,
+    mode: UnpackMode,
+    lowers: &[PathBuf],
+) -> Result<UnpackReport> {
     let mut ar = tar::Archive::new(reader);
     let mut report = UnpackReport::default();
     let mut dirs: Vec<(PathBuf, Attrs)> = Vec::new();
@@ -79,7 +96,7 @@ pub fn unpack_tar(reader: impl Read, dest: &Path, mode: UnpackMode) -> Result<Un
         if mode == UnpackMode::Layer && kind.is_file() {
             let nb = name.as_bytes();
             if nb == OPAQUE_MARKER.as_bytes() {
-                let dir = resolve_dir(dest, parent_comps, &shown)?;
+                let dir = resolve_dir(dest, lowers, parent_comps, &shown, &mut dirs)?;
                 fsutil::set_opaque(&dir)?;
                 report.entries += 1;
                 continue;
@@ -91,7 +108,7 @@ pub fn unpack_tar(reader: impl Read, dest: &Path, mode: UnpackMode) -> Result<Un
                         reason: "malformed whiteout name",
                     });
                 }
-                let dir = resolve_dir(dest, parent_comps, &shown)?;
+                let dir = resolve_dir(dest, lowers, parent_comps, &shown, &mut dirs)?;
                 let t = OsStr::from_bytes(target);
                 // A name this same layer created stays: whiteouts only hide lower layers.
                 if fsutil::lstat(&dir.join(t))?.is_none() {
@@ -103,7 +120,7 @@ pub fn unpack_tar(reader: impl Read, dest: &Path, mode: UnpackMode) -> Result<Un
         }
 
         let xattrs = pax_xattrs(&mut entry)?;
-        let parent = resolve_dir(dest, parent_comps, &shown)?;
+        let parent = resolve_dir(dest, lowers, parent_comps, &shown, &mut dirs)?;
         let target = parent.join(name);
         let existing = fsutil::lstat(&target)?;
         match kind {
@@ -158,22 +175,15 @@ pub fn unpack_tar(reader: impl Read, dest: &Path, mode: UnpackMode) -> Result<Un
                         reason: "hardlink to the root dir",
                     });
                 };
-                let ldir = resolve_existing_dir(dest, lparent, &shown)?;
-                let src = ldir.join(lname);
-                match fsutil::lstat(&src)? {
-                    Some(m) if !m.is_dir() => {}
-                    Some(_) => {
-                        return Err(Error::UnsafeEntry {
-                            entry: shown,
-                            reason: "hardlink to a directory",
-                        });
-                    }
-                    None => {
-                        return Err(Error::UnsafeEntry {
-                            entry: shown,
-                            reason: "hardlink target is not an earlier entry of the archive",
-                        });
-                    }
+                let src = match resolve_existing_dir(dest, lowers, lparent, &shown) {
+                    Ok(ldir) if fsutil::lstat(&ldir.join(lname))?.is_some() => ldir.join(lname),
+                    _ => copy_up(dest, lowers, &lcomps, &shown, &mut dirs)?,
+                };
+                if fsutil::lstat(&src)?.is_some_and(|m| m.is_dir()) {
+                    return Err(Error::UnsafeEntry {
+                        entry: shown,
+                        reason: "hardlink to a directory",
+                    });
                 }
                 if src == target {
                     report.entries += 1;
@@ -264,24 +274,74 @@ fn clean_path(raw: &[u8], shown: &str) -> Result<Vec<OsString>> {
 }
 
 /// Resolve `comps` as a directory inside `root`, creating missing dirs.
-fn resolve_dir(root: &Path, comps: &[OsString], shown: &str) -> Result<PathBuf> {
-    resolve_in_root(root, comps, true, shown)
+fn resolve_dir(
+    root: &Path,
+    lowers: &[PathBuf],
+    comps: &[OsString],
+    shown: &str,
+    dirs: &mut Vec<(PathBuf, Attrs)>,
+) -> Result<PathBuf> {
+    resolve_in_root(root, lowers, comps, Some(dirs), shown)
 }
 
 /// Resolve `comps` as an existing directory inside `root`.
-fn resolve_existing_dir(root: &Path, comps: &[OsString], shown: &str) -> Result<PathBuf> {
-    resolve_in_root(root, comps, false, shown)
+fn resolve_existing_dir(
+    root: &Path,
+    lowers: &[PathBuf],
+    comps: &[OsString],
+    shown: &str,
+) -> Result<PathBuf> {
+    resolve_in_root(root, lowers, comps, None, shown)
+}
+
+/// A hardlink names a file that only a lower layer has: copy it into the
+/// diff (as overlay's copy-up would) and return its new path.
+fn copy_up(
+    root: &Path,
+    lowers: &[PathBuf],
+    comps: &[OsString],
+    shown: &str,
+    dirs: &mut Vec<(PathBuf, Attrs)>,
+) -> Result<PathBuf> {
+    let rel: Vec<&OsStr> = comps.iter().map(|c| c.as_os_str()).collect();
+    let missing = || Error::UnsafeEntry {
+        entry: shown.to_owned(),
+        reason: "hardlink target is not an earlier entry of the archive nor in a lower layer",
+    };
+    let Some((name, parent)) = comps.split_last() else {
+        return Err(missing());
+    };
+    let Some((src, meta)) = super::pack::find_below(lowers, &rel) else {
+        return Err(missing());
+    };
+    if meta.is_dir() {
+        return Err(missing());
+    }
+    let dir = resolve_dir(root, lowers, parent, shown, dirs)?;
+    let dst = dir.join(name);
+    fsutil::remove_all(&dst)?;
+    fsutil::Copier::new().copy_entry(&src, &dst, &meta)?;
+    Ok(dst)
 }
 
 /// Walk `comps` from `root`, one component at a time, following symlinks
 /// met on the way as if `root` were `/` (absolute targets restart at root,
-/// `..` never climbs above it). Returns a path made of real directories only.
+/// `..` never climbs above it). A component missing from `root` is looked
+/// up in `lowers`: a symlink there is followed the same way, a dir there is
+/// created with its owner and mode. Missing dirs are created only when
+/// `created` is given (they are recorded there for their final attributes).
+/// Returns a path made of real directories only.
 pub fn resolve_in_root(
     root: &Path,
+    lowers: &[PathBuf],
     comps: &[OsString],
-    create: bool,
+    mut created: Option<&mut Vec<(PathBuf, Attrs)>>,
     shown: &str,
 ) -> Result<PathBuf> {
+    let unsafe_entry = |reason| Error::UnsafeEntry {
+        entry: shown.to_owned(),
+        reason,
+    };
     let mut stack: Vec<OsString> = Vec::new();
     let mut queue: std::collections::VecDeque<OsString> = comps.iter().cloned().collect();
     let mut hops = 0;
@@ -297,44 +357,46 @@ pub fn resolve_in_root(
         let mut cur = root.to_path_buf();
         cur.extend(&stack);
         cur.push(&c);
-        match fsutil::lstat(&cur)? {
+        let here = fsutil::lstat(&cur)?;
+        let below = if here.is_none() && !lowers.is_empty() {
+            let mut rel: Vec<&OsStr> = stack.iter().map(|s| s.as_os_str()).collect();
+            rel.push(&c);
+            super::pack::find_below(lowers, &rel)
+        } else {
+            None
+        };
+        let link_at = match (&here, &below) {
+            (Some(m), _) if m.file_type().is_symlink() => Some(cur.clone()),
+            (None, Some((p, m))) if m.file_type().is_symlink() => Some(p.clone()),
+            _ => None,
+        };
+        if let Some(link) = link_at {
+            hops += 1;
+            if hops > 40 {
+                return Err(unsafe_entry("too many symlinks"));
+            }
+            let t = fs::read_link(&link).map_err(Error::io("read symlink"))?;
+            let tb = t.as_os_str().as_bytes();
+            if tb.starts_with(b"/") {
+                stack.clear();
+            }
+            for p in tb.split(|x| *x == b'/').rev() {
+                queue.push_front(OsStr::from_bytes(p).to_owned());
+            }
+            continue;
+        }
+        match here {
             Some(m) if m.is_dir() => stack.push(c),
-            Some(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(Error::UnsafeEntry {
-                        entry: shown.to_owned(),
-                        reason: "too many symlinks",
-                    });
-                }
-                let t = fs::read_link(&cur).map_err(Error::io("read symlink"))?;
-                let tb = t.as_os_str().as_bytes();
-                if tb.starts_with(b"/") {
-                    stack.clear();
-                }
-                let parts: Vec<OsString> = tb
-                    .split(|x| *x == b'/')
-                    .map(|p| OsStr::from_bytes(p).to_owned())
-                    .collect();
-                for p in parts.into_iter().rev() {
-                    queue.push_front(p);
-                }
-            }
-            Some(_) => {
-                return Err(Error::UnsafeEntry {
-                    entry: shown.to_owned(),
-                    reason: "a parent path component is not a directory",
-                });
-            }
-            None if create => {
-                fs::create_dir(&cur).map_err(Error::io("create parent dir"))?;
-                stack.push(c);
-            }
+            Some(_) => return Err(unsafe_entry("a parent path component is not a directory")),
             None => {
-                return Err(Error::UnsafeEntry {
-                    entry: shown.to_owned(),
-                    reason: "a parent directory does not exist",
-                });
+                let Some(created) = created.as_deref_mut() else {
+                    return Err(unsafe_entry("a parent directory does not exist"));
+                };
+                fs::create_dir(&cur).map_err(Error::io("create parent dir"))?;
+                if let Some((_, m)) = below.filter(|(_, m)| m.is_dir()) {
+                    created.push((cur, Attrs::of(&m)));
+                }
+                stack.push(c);
             }
         }
     }
