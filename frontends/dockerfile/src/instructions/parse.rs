@@ -632,6 +632,55 @@ mod tests {
     }
 
     #[test]
+    fn heredoc_sources_and_run_files() {
+        let InstructionKind::Copy(c) =
+            one("COPY <<EOF1 <<'EOF2' foo.txt /bar\none\nEOF1\n\ttwo\nEOF2\n").unwrap()
+        else {
+            panic!()
+        };
+        let names: Vec<_> = c
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Heredoc(h) => (h.name.as_str(), h.data.as_str(), h.expand),
+                Source::Path(p) => (p.as_str(), "", true),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("EOF1", "one\n", true),
+                ("EOF2", "\ttwo\n", false),
+                ("foo.txt", "", true)
+            ]
+        );
+        let InstructionKind::Copy(c) = one("COPY <<-EOF /bar\n\tTESTING\nEOF").unwrap() else {
+            panic!()
+        };
+        assert!(matches!(&c.sources[0], Source::Heredoc(h) if h.data == "TESTING\n" && h.chomp));
+        let InstructionKind::Run(r) = one("RUN <<'EOF' | python\nprint(1)\nEOF").unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.command.args, vec!["<<'EOF' | python".to_string()]);
+        assert_eq!(
+            (r.heredocs[0].data.as_str(), r.heredocs[0].expand),
+            ("print(1)\n", false)
+        );
+        let InstructionKind::Run(r) = one("RUN [\"<<EOF\"]").unwrap() else {
+            panic!()
+        };
+        assert!(r.heredocs.is_empty() && !r.command.prepend_shell);
+        assert_eq!(
+            err("COPY /foo <<EOF\nEOF"),
+            K::HeredocDestination("COPY".into())
+        );
+        let InstructionKind::Copy(c) = one("COPY [\"<<EOF\", \"/d\"]").unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.sources, vec![Source::Path("<<EOF".into())]);
+    }
+
+    #[test]
     fn env_arg_label() {
         let InstructionKind::Env(e) = one("ENV a=1 b=\"2 3\"").unwrap() else {
             panic!()

@@ -522,6 +522,21 @@ mod tests {
     }
 
     #[test]
+    fn crlf_bom_and_backtick() {
+        let ast = parse(b"\xEF\xBB\xBF# escape=`\r\nFROM a\r\nRUN echo `\r\n  b\r\nCOPY <<EOF /x\r\nhi\r\nEOF\r\n").unwrap();
+        assert_eq!(ast.escape, '`');
+        assert_eq!(
+            ast.dump(),
+            "(from \"a\")\n(run \"echo   b\")\n(copy \"<<EOF\" \"/x\")"
+        );
+        assert_eq!(ast.children[2].heredocs[0].content, "hi\r\n");
+        let ast = parse(b"FROM a\nRUN a\\\\\nRUN b\n").unwrap();
+        assert_eq!(ast.children.len(), 3, "an escaped escape does not continue");
+        let ast = parse(b"FROM a\nRUN a \\\n").unwrap();
+        assert_eq!(ast.children[1].args, vec!["a".to_string()]);
+    }
+
+    #[test]
     fn onbuild_heredoc() {
         let ast = parse(b"FROM a\nONBUILD RUN <<E\nx\nE\nCOPY [\"<<E\", \"/\"]\n").unwrap();
         assert_eq!(ast.children[1].heredocs.len(), 1);
