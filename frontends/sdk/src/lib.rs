@@ -10,16 +10,17 @@
 //! ## A whole frontend
 //!
 //! ```
+//! use kiln_frontend::llb::builder::{MarshalOptions, local};
 //! use kiln_frontend::{BuildResult, Frontend, FrontendError, Gateway};
-//! use kiln_frontend::llb::builder::{local, LocalOptions};
 //!
 //! struct Hello;
 //!
 //! impl Frontend for Hello {
 //!     fn build(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
 //!         // Read `hello.txt` from the `context` local.
-//!         let ctx = local("context", LocalOptions::default());
-//!         let handle = gw.solve(&ctx.to_definition()?, true)?;
+//!         let ctx = local("context").state();
+//!         let def = ctx.marshal_to_vec(&MarshalOptions::default())?;
+//!         let handle = gw.solve(&def, true)?;
 //!         let text = gw.read_file(&handle, "hello.txt", 0, None)?;
 //!         gw.log(&format!("read {} bytes", text.len()));
 //!         // Return the context itself as the result.

@@ -69,6 +69,12 @@ impl fmt::Display for FrontendError {
 
 impl std::error::Error for FrontendError {}
 
+impl From<kiln_llb::builder::BuildError> for FrontendError {
+    fn from(e: kiln_llb::builder::BuildError) -> Self {
+        FrontendError::new(e.to_string())
+    }
+}
+
 /// A target platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
