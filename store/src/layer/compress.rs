@@ -205,17 +205,52 @@ pub fn is_tar_header(block: &[u8]) -> bool {
     sum == want
 }
 
-/// Sniff whether `r` is a (possibly gzip/zstd-compressed) tar archive, as
-/// `ADD` must decide for a local file. Returns its compression if so.
-pub fn sniff_archive(r: impl Read) -> Result<Option<Compression>> {
-    let (c, mut d) = match decompress(r) {
-        Ok(x) => x,
-        Err(Error::UnsupportedCompression(_)) => return Ok(None),
-        Err(e) => return Err(e),
+/// Like [`decompress`] but for any archive `ADD` accepts: also bzip2 and
+/// xz (xz is decoded into an unnamed temp file first, as its decoder only
+/// pushes). Layers must use [`decompress`]: OCI layers are gzip, zstd or
+/// plain.
+pub fn decompress_archive<'a>(mut r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut head = Vec::with_capacity(6);
+    (&mut r)
+        .take(6)
+        .read_to_end(&mut head)
+        .map_err(Error::archive("read archive header"))?;
+    let joined = Cursor::new(head.clone()).chain(r);
+    match detect(&head) {
+        Detected::Bzip2 => Ok(Box::new(bzip2::read::MultiBzDecoder::new(joined))),
+        Detected::Xz => {
+            let mut tmp = tempfile::tempfile().map_err(Error::io("create temp file for xz"))?;
+            let mut input = io::BufReader::new(joined);
+            lzma_rs::xz_decompress(&mut input, &mut tmp).map_err(|e| Error::Archive {
+                what: "decode xz",
+                source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+            io::Seek::rewind(&mut tmp).map_err(Error::io("rewind xz temp file"))?;
+            Ok(Box::new(io::BufReader::new(tmp)))
+        }
+        Detected::Known(_) => Ok(decompress(joined)?.1),
+    }
+}
+
+/// Sniff whether `r` is a (possibly gzip/zstd/bzip2/xz-compressed) tar
+/// archive, as `ADD` must decide for a local file. Returns what was found.
+pub fn sniff_archive(mut r: impl Read) -> Result<Option<Detected>> {
+    let mut head = Vec::with_capacity(6);
+    (&mut r)
+        .take(6)
+        .read_to_end(&mut head)
+        .map_err(Error::archive("read archive header"))?;
+    let found = detect(&head);
+    let joined = Cursor::new(head).chain(r);
+    // Only the first block is needed; for xz that still decodes everything,
+    // which is acceptable for a local ADD source.
+    let mut d = match decompress_archive(joined) {
+        Ok(d) => d,
+        Err(_) => return Ok(None),
     };
     let mut block = Vec::with_capacity(512);
     if d.by_ref().take(512).read_to_end(&mut block).is_err() {
         return Ok(None);
     }
-    Ok(is_tar_header(&block).then_some(c))
+    Ok(is_tar_header(&block).then_some(found))
 }

@@ -21,7 +21,8 @@ use std::io::Read;
 use std::path::Path;
 
 pub use compress::{
-    Compression, Compressor, Detected, decompress, detect, is_tar_header, sniff_archive,
+    Compression, Compressor, Detected, decompress, decompress_archive, detect, is_tar_header,
+    sniff_archive,
 };
 pub use pack::{TarOptions, exists_below, find_below, write_layer_tar, write_tree_tar};
 pub use unpack::{UnpackMode, UnpackReport, unpack_tar, unpack_tar_onto};
@@ -115,7 +116,7 @@ pub fn pack_layer(
     };
     let blob = pack_dir(content, &diff, &lowers, opts)?;
     // Cache write is an optimisation: failures are ignored.
-    let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = cache.with_extension(format!("tmp{}", fsutil::random_hex().unwrap_or_default()));
     if std::fs::write(&tmp, serde_json::to_vec(&blob).unwrap_or_default()).is_ok() {
         let _ = std::fs::rename(&tmp, &cache);
     }
@@ -258,7 +259,7 @@ pub fn record_source_blob(
     blob: &LayerBlob,
 ) -> Result<()> {
     let p = snapshots.cache_dir(id)?.join(SOURCE_BLOB);
-    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = p.with_extension(format!("tmp{}", fsutil::random_hex()?));
     fs_err::write(&tmp, serde_json::to_vec(blob).unwrap_or_default())
         .map_err(Error::io("record source blob"))?;
     fs_err::rename(&tmp, &p).map_err(Error::io("record source blob"))
@@ -275,10 +276,11 @@ pub fn source_blob(
     content.exists(&b.digest).then_some(b)
 }
 
-/// Extract a plain archive (tar, tar.gz, tar.zst; detected by magic) into
+/// Extract a plain archive (tar, tar.gz, tar.zst, tar.bz2, tar.xz; detected
+/// by magic) into
 /// the directory tree `dest`, safely (see [`unpack`]).
 pub fn unpack_archive(reader: impl Read, dest: &Path) -> Result<UnpackReport> {
-    let (_, plain) = decompress(reader)?;
+    let plain = decompress_archive(reader)?;
     unpack_tar(plain, dest, UnpackMode::Plain)
 }
 

@@ -131,14 +131,34 @@ fn sniff() {
     let raw = b.into_inner().unwrap();
     assert_eq!(
         sniff_archive(&raw[..]).unwrap(),
-        Some(Compression::Uncompressed)
+        Some(Detected::Known(Compression::Uncompressed))
     );
     let mut gz = Compressor::new(Vec::new(), Compression::Gzip, None).unwrap();
     std::io::Write::write_all(&mut gz, &raw).unwrap();
     let gz = gz.finish().unwrap();
-    assert_eq!(sniff_archive(&gz[..]).unwrap(), Some(Compression::Gzip));
+    assert_eq!(
+        sniff_archive(&gz[..]).unwrap(),
+        Some(Detected::Known(Compression::Gzip))
+    );
     assert_eq!(sniff_archive(&b"hello world, not a tar"[..]).unwrap(), None);
     assert_eq!(sniff_archive(&b"BZh91AY"[..]).unwrap(), None);
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    std::io::Write::write_all(&mut bz, &raw).unwrap();
+    let bz = bz.finish().unwrap();
+    assert_eq!(sniff_archive(&bz[..]).unwrap(), Some(Detected::Bzip2));
+    let mut xz = Vec::new();
+    lzma_rs::xz_compress(&mut &raw[..], &mut xz).unwrap();
+    assert_eq!(sniff_archive(&xz[..]).unwrap(), Some(Detected::Xz));
+    for archive in [&bz, &xz, &gz] {
+        let d = tempfile::tempdir().unwrap();
+        unpack_archive(&archive[..], d.path()).unwrap();
+        assert_eq!(std::fs::read(d.path().join("x")).unwrap(), b"x");
+    }
+    // Layers stay gzip/zstd/plain.
+    assert!(matches!(
+        decompress(&bz[..]),
+        Err(Error::UnsupportedCompression("bzip2"))
+    ));
 }
 
 #[test]
