@@ -332,44 +332,65 @@ impl RuncExecutor {
         let stderr = child.stderr.take();
         let mut canceled = false;
         let mut kill_deadline: Option<Instant> = None;
-        std::thread::scope(|s| {
-            let (tx, rx) = mpsc::sync_channel(16);
-            if let Some(out) = stdout {
-                let tx = tx.clone();
-                s.spawn(move || pump(out, StreamKind::Stdout, tx));
-            }
-            if let Some(err) = stderr {
-                let tx = tx.clone();
-                s.spawn(move || pump(err, StreamKind::Stderr, tx));
-            }
-            drop(tx);
-            loop {
-                match rx.recv_timeout(Duration::from_millis(50)) {
-                    Ok((kind, data)) => {
-                        tail.push(&data);
-                        output.write(kind, &data);
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
+        // Detached readers: if something outside the container kept a pipe
+        // open, we stop waiting for EOF shortly after runc exits instead of
+        // hanging; the readers end once the channel is dropped.
+        let (tx, rx) = mpsc::sync_channel(16);
+        if let Some(out) = stdout {
+            let tx = tx.clone();
+            std::thread::spawn(move || pump(out, StreamKind::Stdout, tx));
+        }
+        if let Some(err) = stderr {
+            let tx = tx.clone();
+            std::thread::spawn(move || pump(err, StreamKind::Stderr, tx));
+        }
+        drop(tx);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((kind, data)) => {
+                    tail.push(&data);
+                    output.write(kind, &data);
                 }
-                if cancel.is_canceled() && !canceled {
-                    canceled = true;
-                    self.kill(id, &mut child);
-                    kill_deadline = Some(Instant::now() + Duration::from_secs(5));
-                }
-                if kill_deadline.is_some_and(|d| Instant::now() > d) {
-                    // The container ignored the kill: take runc down too so
-                    // the pipes close.
-                    let _ = child.kill();
-                    kill_deadline = None;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-        });
-        let status = child.wait().map_err(|source| Error::Spawn {
-            runtime: self.runtime.clone(),
-            container_id: id.to_string(),
-            source,
-        })?;
+            if exited.is_none()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited = Some((status, Instant::now()));
+            }
+            if exited.is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(2)) {
+                tracing::warn!(container = %id, "output pipes still open after the runtime exited");
+                break;
+            }
+            if cancel.is_canceled() && !canceled {
+                canceled = true;
+                self.kill(id, &mut child);
+                kill_deadline = Some(Instant::now() + Duration::from_secs(5));
+            }
+            if kill_deadline.is_some_and(|d| Instant::now() > d) {
+                // The container ignored the kill: take runc down and have the
+                // runtime kill whatever is left in the container's cgroup.
+                let _ = child.kill();
+                let _ = self
+                    .runtime_cmd()
+                    .args(["delete", "--force", id])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                kill_deadline = None;
+            }
+        }
+        let status = match exited {
+            Some((status, _)) => status,
+            None => child.wait().map_err(|source| Error::Spawn {
+                runtime: self.runtime.clone(),
+                container_id: id.to_string(),
+                source,
+            })?,
+        };
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()

@@ -126,12 +126,14 @@ impl RegistryClient {
     ) -> Result<()> {
         let client = self.client(r);
         let oref = r.oci_by_digest(desc.digest.as_str());
-        if client
-            .blob_exists(&oref, desc.digest.as_str())
-            .await
-            .map_err(Error::registry("check blob", r))?
-        {
-            return Ok(());
+        // A failed check (some registries refuse HEAD with a pull-only token
+        // on a repository that does not exist yet) just means "upload it".
+        match client.blob_exists(&oref, desc.digest.as_str()).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(reference = %r, digest = %desc.digest, error = %e, "blob check failed; uploading");
+            }
         }
         let store_err = |source| Error::Store {
             reference: r.to_string(),

@@ -413,3 +413,55 @@ async fn hostile_answers_are_refused() {
     let e = client.resolve(&r, &Platform::default()).await.unwrap_err();
     assert!(e.to_string().contains("x/junk"), "{e}");
 }
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest([seed]);
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test]
+async fn large_blobs_stream_both_ways() {
+    if !registry::available() {
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = ContentStore::new(tmp.path().join("src")).unwrap();
+    // Two layers: one above the in-memory push limit, one small.
+    let big = noise(9 * 1024 * 1024 + 123, 1);
+    let small = noise(4096, 2);
+    let (big_d, _) = src.write_bytes(&big, None).unwrap();
+    let (small_d, _) = src.write_bytes(&small, None).unwrap();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (cfg_d, _) = src.write_bytes(config, None).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cfg_d.to_string(), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": big_d.to_string(), "size": big.len()},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": small_d.to_string(), "size": small.len()},
+        ]
+    }))
+    .unwrap();
+    let client = client_without_credentials(tmp.path());
+    let r: ImageRef = format!("{}/kiln/big:1", reg.host()).parse().unwrap();
+    let digest = client.push(&r, &manifest, &src).await.unwrap();
+    assert_eq!(digest, Digest::of_bytes(&manifest));
+
+    let dst = ContentStore::new(tmp.path().join("dst")).unwrap();
+    let pulled = client.pull(&r, &Platform::default(), &dst).await.unwrap();
+    assert_eq!(pulled.resolved.layers.len(), 2);
+    assert_eq!(dst.read(&big_d).unwrap(), big);
+    assert_eq!(dst.read(&small_d).unwrap(), small);
+}
