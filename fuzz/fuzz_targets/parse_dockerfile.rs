@@ -12,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let env = [("A", "a b"), ("P", "x/y/z.tar.gz"), ("EMPTY", "")];
+    let _ = parser::detect_syntax(data);
     if let Ok(ast) = parser::parse(data) {
         let _ = ast.dump();
         let _ = parse_dockerfile(&ast);

@@ -47,6 +47,7 @@ fn corpus() -> &'static Vec<Vec<u8>> {
 
 /// Runs everything downstream of the bytes; panics are the only failure.
 fn exercise(data: &[u8]) {
+    let _ = parser::detect_syntax(data);
     if let Ok(ast) = parser::parse(data) {
         let _ = ast.dump();
         let _ = parse_dockerfile(&ast);

@@ -22,6 +22,8 @@ const VALID: [&str; 3] = ["syntax", "escape", "check"];
 #[derive(Debug, Default)]
 pub(crate) struct DirectiveParser {
     line: usize,
+    /// Comment prefix other than `#` (`//` for syntax detection).
+    prefix: Option<&'static str>,
     done: bool,
     seen: Vec<String>,
 }
@@ -58,7 +60,7 @@ impl DirectiveParser {
         if self.done {
             return Ok(None);
         }
-        let Some(rest) = line.strip_prefix('#') else {
+        let Some(rest) = line.strip_prefix(self.prefix.unwrap_or("#")) else {
             self.done = true;
             return Ok(None);
         };
@@ -149,6 +151,61 @@ impl CheckConfig {
     }
 }
 
+/// The `syntax` directive as found by [`detect_syntax`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxDirective {
+    /// The frontend image (the value up to the first space).
+    pub image: String,
+    /// The whole value (image plus any arguments).
+    pub cmdline: String,
+    /// 1-based line of the directive (0 for the JSON form).
+    pub line: usize,
+}
+
+/// Finds the `syntax` directive the way BuildKit does before parsing: a
+/// leading BOM and `#!` line are skipped, then `# syntax=` directives, then
+/// `// syntax=` directives, then a whole-file JSON object `{"syntax": "…"}`.
+pub fn detect_syntax(input: &[u8]) -> Option<SyntaxDirective> {
+    let dt = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let (dt, first_line) = match dt.iter().position(|b| *b == b'\n') {
+        Some(i) if dt.starts_with(b"#!") => (&dt[i + 1..], 1),
+        None if dt.starts_with(b"#!") => (&dt[dt.len()..], 1),
+        _ => (dt, 0),
+    };
+    let text = String::from_utf8_lossy(dt);
+    for prefix in ["#", "//"] {
+        let mut p = DirectiveParser {
+            line: first_line,
+            prefix: Some(prefix),
+            ..DirectiveParser::default()
+        };
+        for line in text.split('\n') {
+            if p.done {
+                break;
+            }
+            match p.parse_line(line.strip_suffix('\r').unwrap_or(line)) {
+                Ok(Some(d)) if d.name == "syntax" => {
+                    let image = d.value.split(' ').next().unwrap_or_default().to_string();
+                    return Some(SyntaxDirective {
+                        image,
+                        cmdline: d.value,
+                        line: d.line,
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let v = json.as_object()?.get("syntax")?.as_str()?;
+    Some(SyntaxDirective {
+        image: v.to_string(),
+        cmdline: v.to_string(),
+        line: first_line,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +225,24 @@ mod tests {
         let mut p = DirectiveParser::default();
         assert_eq!(p.parse_line("# nope=1").unwrap(), None);
         assert_eq!(p.parse_line("# escape=`").unwrap(), None);
+    }
+
+    #[test]
+    fn syntax_detection() {
+        let d = detect_syntax(b"#!/usr/bin/env buildctl\n# syntax = img:1 --x\nFROM a").unwrap();
+        assert_eq!(
+            (d.image.as_str(), d.cmdline.as_str(), d.line),
+            ("img:1", "img:1 --x", 2)
+        );
+        assert_eq!(detect_syntax(b"// syntax=x\nFROM a").unwrap().image, "x");
+        assert_eq!(detect_syntax(br#"{"syntax": "j"}"#).unwrap().image, "j");
+        assert_eq!(detect_syntax(b"FROM a\n# syntax=x\n"), None);
+        assert_eq!(
+            detect_syntax(b"# escape=`\r\n# syntax=y\r\n")
+                .unwrap()
+                .image,
+            "y"
+        );
     }
 
     #[test]

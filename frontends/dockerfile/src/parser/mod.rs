@@ -21,7 +21,7 @@ mod quote;
 
 use thiserror::Error;
 
-pub use directives::{CheckConfig, CheckError, Directive};
+pub use directives::{CheckConfig, CheckError, Directive, SyntaxDirective, detect_syntax};
 pub use heredoc::{Heredoc, chomp_heredoc_content, heredocs_from_line, parse_heredoc};
 pub use quote::go_quote;
 
@@ -157,6 +157,11 @@ impl Ast {
             .iter()
             .find(|d| d.name == name)
             .map(|d| d.value.as_str())
+    }
+
+    /// The parsed `# check=` directive, if present.
+    pub fn check_config(&self) -> Option<Result<CheckConfig, CheckError>> {
+        self.directive("check").map(CheckConfig::parse)
     }
 
     /// The raw source lines `start..=end` (1-based) joined with `\n`.
