@@ -137,11 +137,59 @@ impl RuncExecutor {
         for d in [cfg.state_dir.join("bundles"), cfg.state_dir.join("runc")] {
             fs_err::create_dir_all(&d).map_err(Error::io("create state dir", &d))?;
         }
-        Ok(Self {
+        let exec = Self {
             cfg,
             runtime,
             counter: AtomicU64::new(0),
-        })
+        };
+        exec.recover();
+        Ok(exec)
+    }
+
+    /// Clean up after runs of processes that died mid-run (a crash or a
+    /// kill): for each bundle whose owning pid (in its id) is gone, delete
+    /// the container, unmount its rootfs and remove the bundle. Bundles of
+    /// live processes are left alone. Called by [`RuncExecutor::new`];
+    /// returns how many bundles were removed.
+    pub fn recover(&self) -> usize {
+        let dir = self.cfg.state_dir.join("bundles");
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("kiln-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let _ = self
+                .runtime_cmd()
+                .args(["delete", "--force", &name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let bundle = e.path();
+            let rootfs = bundle.join("rootfs");
+            if is_mount_point(&rootfs) && unmount(&rootfs).is_err() {
+                tracing::warn!(bundle = %bundle.display(), "stale rootfs stays mounted");
+                continue;
+            }
+            if fs_err::remove_dir_all(&bundle).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(count = removed, "removed stale container bundles");
+        }
+        removed
     }
 
     /// The configuration in use.

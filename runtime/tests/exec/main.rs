@@ -579,3 +579,32 @@ fn readonly_rootfs_refuses_writes() {
     req.readonly_rootfs = true;
     assert_eq!(f.ok(&req), "refused\n");
 }
+
+#[test]
+fn stale_bundles_of_dead_processes_are_recovered() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A bundle left by a crashed process (pid 0x7fffffff cannot exist) with
+    // its rootfs still mounted, and one of a live process (ours, pid 1).
+    let stale = state.join("bundles/kiln-2147483647-0-deadbeef");
+    let live = state.join("bundles/kiln-1-0-cafe");
+    fs_err::create_dir_all(stale.join("rootfs")).unwrap();
+    fs_err::create_dir_all(&live).unwrap();
+    let lower = dir.path().join("lower");
+    fs_err::create_dir_all(&lower).unwrap();
+    kiln_runtime::executor::mount_overlay(
+        &OverlaySpec {
+            lowerdirs: vec![lower],
+            upper: None,
+        },
+        &stale.join("rootfs"),
+    )
+    .unwrap();
+    let _exec = RuncExecutor::new(RuncConfig::new(&state)).unwrap();
+    assert!(!stale.exists(), "stale bundle survived");
+    assert!(live.exists(), "a live process' bundle was removed");
+    fs_err::remove_dir_all(&live).unwrap();
+}
