@@ -117,6 +117,9 @@ fn oci_tarball_is_reproducible_and_consistent() {
                 ("dest", &dest_s),
                 ("name", "example.com/kiln/test:v1"),
                 ("source-date-epoch", &epoch),
+                ("annotation.org.opencontainers.image.title", "t"),
+                ("annotation-index.kiln.index", "i"),
+                ("annotation-manifest-descriptor[linux/amd64].kiln.desc", "d"),
             ]),
         )
         .unwrap();
@@ -142,12 +145,18 @@ fn oci_tarball_is_reproducible_and_consistent() {
         m["annotations"]["io.containerd.image.name"],
         "example.com/kiln/test:v1"
     );
+    assert_eq!(m["annotations"]["kiln.desc"], "d");
+    assert_eq!(index["annotations"]["kiln.index"], "i");
     let manifest: Value =
         serde_json::from_slice(&files[&format!("blobs/sha256/{}", r.manifest_digest.hex())])
             .unwrap();
     assert_eq!(
         manifest["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.title"],
+        "t"
     );
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2, "the empty diff is skipped");
@@ -385,7 +394,9 @@ fn bad_options_are_refused() {
         &attrs(&[("compression", "gzip"), ("compression-level", "12")]),
     );
     assert!(e.is_err());
-    let o =
-        ImageExportOptions::from_attrs(ImageFormat::Oci, &attrs(&[("annotation.x", "y")])).unwrap();
-    assert_eq!(o.ignored, vec!["annotation.x".to_string()]);
+    let o = ImageExportOptions::from_attrs(ImageFormat::Oci, &attrs(&[("push", "true")])).unwrap();
+    assert_eq!(o.ignored, vec!["push".to_string()]);
+    assert!(
+        ImageExportOptions::from_attrs(ImageFormat::Oci, &attrs(&[("annotation.", "y")])).is_err()
+    );
 }

@@ -211,6 +211,12 @@ fn build(
             "size": l.size,
         })).collect::<Vec<_>>(),
     });
+    let mut manifest = manifest;
+    if !opts.manifest_annotations.is_empty()
+        && let Value::Object(m) = &mut manifest
+    {
+        m.insert("annotations".into(), json!(opts.manifest_annotations));
+    }
     let manifest = serde_json::to_vec(&manifest).map_err(|source| Error::Json {
         what: "manifest",
         source,
@@ -233,27 +239,25 @@ fn build(
     })
 }
 
-fn index_json(b: &Built) -> Vec<u8> {
+fn index_json(b: &Built, opts: &ImageExportOptions) -> Vec<u8> {
     let r = &b.result;
-    let entry = |ann: Option<&NormalizedName>| {
+    let entry = |name: Option<&NormalizedName>| {
         let mut e = json!({
             "mediaType": r.manifest_media_type,
             "digest": r.manifest_digest.as_str(),
             "size": r.manifest_size,
         });
-        if let (Some(n), Value::Object(m)) = (ann, &mut e) {
-            let mut a = serde_json::Map::new();
-            a.insert(
-                "io.containerd.image.name".into(),
-                Value::String(n.full.clone()),
-            );
+        let mut a: BTreeMap<String, String> = opts.descriptor_annotations.clone();
+        if let Some(n) = name {
+            a.insert("io.containerd.image.name".into(), n.full.clone());
             if let Some(t) = &n.tag {
-                a.insert(
-                    "org.opencontainers.image.ref.name".into(),
-                    Value::String(t.clone()),
-                );
+                a.insert("org.opencontainers.image.ref.name".into(), t.clone());
             }
-            m.insert("annotations".into(), Value::Object(a));
+        }
+        if !a.is_empty()
+            && let Value::Object(m) = &mut e
+        {
+            m.insert("annotations".into(), json!(a));
         }
         e
     };
@@ -262,7 +266,13 @@ fn index_json(b: &Built) -> Vec<u8> {
     } else {
         b.names.iter().map(|n| entry(Some(n))).collect()
     };
-    let idx = json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
+    let mut idx =
+        json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
+    if !opts.index_annotations.is_empty()
+        && let Value::Object(m) = &mut idx
+    {
+        m.insert("annotations".into(), json!(opts.index_annotations));
+    }
     serde_json::to_vec(&idx).unwrap_or_default()
 }
 
@@ -285,7 +295,7 @@ enum Src {
     Dir,
 }
 
-fn tarball_files(b: &Built, format: ImageFormat) -> BTreeMap<String, Src> {
+fn tarball_files(b: &Built, opts: &ImageExportOptions) -> BTreeMap<String, Src> {
     let mut files = BTreeMap::new();
     files.insert("blobs/".to_owned(), Src::Dir);
     files.insert("blobs/sha256/".to_owned(), Src::Dir);
@@ -298,8 +308,8 @@ fn tarball_files(b: &Built, format: ImageFormat) -> BTreeMap<String, Src> {
         blob(&l.digest, Src::Blob(l.digest.clone()));
     }
     files.insert("oci-layout".into(), Src::Bytes(OCI_LAYOUT.to_vec()));
-    files.insert("index.json".into(), Src::Bytes(index_json(b)));
-    if format == ImageFormat::Docker {
+    files.insert("index.json".into(), Src::Bytes(index_json(b, opts)));
+    if opts.format == ImageFormat::Docker {
         files.insert("manifest.json".into(), Src::Bytes(docker_manifest_json(b)));
     }
     files
@@ -314,7 +324,7 @@ fn write_tarball(
     let mtime = opts.source_date_epoch.unwrap_or(0).max(0) as u64;
     let mut tar = tar::Builder::new(w);
     let werr = || Error::io("write image tarball");
-    for (path, src) in tarball_files(b, opts.format) {
+    for (path, src) in tarball_files(b, opts) {
         let mut h = tar::Header::new_ustar();
         h.set_uid(0);
         h.set_gid(0);
@@ -349,7 +359,12 @@ fn write_tarball(
 
 /// Write into an OCI layout directory, adding to what is there: blobs are
 /// added, and index entries for the same names are replaced.
-fn write_layout_dir(content: &ContentStore, b: &Built, dir: &Path) -> Result<()> {
+fn write_layout_dir(
+    content: &ContentStore,
+    b: &Built,
+    opts: &ImageExportOptions,
+    dir: &Path,
+) -> Result<()> {
     let blobs = dir.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(Error::io("create OCI layout"))?;
     let put = |d: &Digest, bytes: Option<&[u8]>| -> Result<()> {
@@ -372,7 +387,7 @@ fn write_layout_dir(content: &ContentStore, b: &Built, dir: &Path) -> Result<()>
         put(&l.digest, None)?;
     }
     fs::write(dir.join("oci-layout"), OCI_LAYOUT).map_err(Error::io("write oci-layout"))?;
-    let new: Value = serde_json::from_slice(&index_json(b)).unwrap_or(Value::Null);
+    let new: Value = serde_json::from_slice(&index_json(b, opts)).unwrap_or(Value::Null);
     let mut manifests: Vec<Value> = Vec::new();
     let idx_path = dir.join("index.json");
     if let Ok(old) = fs::read(&idx_path)
@@ -399,7 +414,11 @@ fn write_layout_dir(content: &ContentStore, b: &Built, dir: &Path) -> Result<()>
         }
     }
     manifests.extend(new["manifests"].as_array().cloned().unwrap_or_default());
-    let idx = json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
+    let mut idx =
+        json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
+    if let (Some(a), Value::Object(m)) = (new.get("annotations"), &mut idx) {
+        m.insert("annotations".into(), a.clone());
+    }
     let tmp = dir.join(".index.json.tmp");
     fs::write(&tmp, serde_json::to_vec(&idx).unwrap_or_default())
         .map_err(Error::io("write index.json"))?;
@@ -425,7 +444,7 @@ pub fn export_image(
                 reason: "tar=false needs a destination directory",
             });
         };
-        write_layout_dir(content, &b, dir)?;
+        write_layout_dir(content, &b, opts, dir)?;
         return Ok(b.result);
     }
     let mut w = opts.dest.create()?;

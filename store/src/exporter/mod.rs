@@ -156,6 +156,13 @@ pub struct ImageExportOptions {
     /// `SOURCE_DATE_EPOCH` (`source-date-epoch=`): clamps layer mtimes and
     /// sets `created`.
     pub source_date_epoch: Option<i64>,
+    /// `annotation.K` / `annotation-manifest.K`: manifest annotations.
+    pub manifest_annotations: BTreeMap<String, String>,
+    /// `annotation-manifest-descriptor.K`: annotations on the manifest's
+    /// entry in `index.json`.
+    pub descriptor_annotations: BTreeMap<String, String>,
+    /// `annotation-index.K`: annotations of `index.json` itself.
+    pub index_annotations: BTreeMap<String, String>,
     /// Options that were given but have no effect here (for a warning).
     pub ignored: Vec<String>,
 }
@@ -173,6 +180,9 @@ impl ImageExportOptions {
             force_compression: false,
             oci_mediatypes: format == ImageFormat::Oci,
             source_date_epoch: None,
+            manifest_annotations: BTreeMap::new(),
+            descriptor_annotations: BTreeMap::new(),
+            index_annotations: BTreeMap::new(),
             ignored: Vec::new(),
         }
     }
@@ -228,6 +238,24 @@ impl ImageExportOptions {
                 }
                 // rewrite-timestamp: kiln always clamps layer mtimes to the epoch.
                 "rewrite-timestamp" => {}
+                _ if k.starts_with("annotation") => match parse_annotation(k) {
+                    Some((Some(target), key)) => {
+                        let map = match target {
+                            "manifest" => &mut o.manifest_annotations,
+                            "manifest-descriptor" => &mut o.descriptor_annotations,
+                            "index" => &mut o.index_annotations,
+                            _ => {
+                                o.ignored.push(k.clone());
+                                continue;
+                            }
+                        };
+                        map.insert(key.to_owned(), v.clone());
+                    }
+                    Some((None, key)) => {
+                        o.manifest_annotations.insert(key.to_owned(), v.clone());
+                    }
+                    None => return Err(bad("expected annotation[-TYPE][PLATFORM].KEY")),
+                },
                 _ => o.ignored.push(k.clone()),
             }
         }
@@ -256,6 +284,26 @@ impl ImageExportOptions {
             });
         }
         Ok(o)
+    }
+}
+
+/// Split `annotation-TYPE[PLATFORM].KEY` (or `annotation.KEY`) into type and
+/// key. A platform qualifier is accepted and ignored: kiln exports one
+/// platform per image.
+fn parse_annotation(k: &str) -> Option<(Option<&str>, &str)> {
+    let rest = k.strip_prefix("annotation")?;
+    let (head, key) = rest.split_once('.')?;
+    let head = match head.find('[') {
+        Some(i) if head.ends_with(']') => &head[..i],
+        Some(_) => return None,
+        None => head,
+    };
+    if key.is_empty() {
+        return None;
+    }
+    match head {
+        "" => Some((None, key)),
+        h => Some((Some(h.strip_prefix('-')?), key)),
     }
 }
 
