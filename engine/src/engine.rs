@@ -33,6 +33,9 @@ pub struct EngineConfig {
     /// How exec rootfs snapshots are prepared (default: overlay as root,
     /// copy otherwise).
     pub rootfs_mode: Option<RootfsMode>,
+    /// Pulls `docker-image://` sources (default: a client with default
+    /// options).
+    pub registry: Option<Arc<kiln_runtime::registry::RegistryClient>>,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -182,6 +185,7 @@ impl Engine {
             dir,
             cfg.executor.clone(),
             mode,
+            cfg.registry.clone().unwrap_or_default(),
         )?);
         let par = if cfg.max_parallelism == 0 {
             std::thread::available_parallelism()

@@ -8,7 +8,9 @@
 //! - `localsums.v1`: local source name → JSON map path → entry checksum of
 //!   its last transfer;
 //! - `localindex.v1`: local source name → JSON metadata index (size, mtime,
-//!   inode, mode, hash) to skip re-hashing unchanged files.
+//!   inode, mode, hash) to skip re-hashing unchanged files;
+//! - `kv.v1`: small engine facts (image reference → manifest digest,
+//!   layer chain → snapshot id).
 //!
 //! The database is opened in redb's multi-writer mode so several `kiln`
 //! processes can share one root, and one handle is shared by every engine of
@@ -29,6 +31,7 @@ const CACHE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cache.v1")
 const EXPLAIN: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("explain.v1");
 const LOCALSUMS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("localsums.v1");
 const LOCALINDEX: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("localindex.v1");
+const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv.v1");
 
 /// A stored result.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -128,6 +131,7 @@ impl Records {
             tx.open_table(EXPLAIN)?;
             tx.open_table(LOCALSUMS)?;
             tx.open_table(LOCALINDEX)?;
+            tx.open_table(KV)?;
             tx.commit()?;
         }
         reg.insert(canon, Arc::downgrade(&db));
@@ -254,6 +258,16 @@ impl Records {
     /// Stores the metadata index of a local source.
     pub fn set_local_index(&self, name: &str, idx: &BTreeMap<String, IndexEntry>) -> Result<()> {
         self.put(LOCALINDEX, name, &serde_json::to_vec(idx)?)
+    }
+
+    /// A small engine fact.
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.get(KV, key)?.and_then(|b| String::from_utf8(b).ok()))
+    }
+
+    /// Stores a small engine fact.
+    pub fn kv_put(&self, key: &str, value: &str) -> Result<()> {
+        self.put(KV, key, value.as_bytes())
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Worker {
     pub executor: Option<Arc<dyn Executor>>,
     /// How exec rootfs snapshots are prepared.
     pub rootfs_mode: RootfsMode,
+    /// Pulls images.
+    pub registry: Arc<kiln_runtime::registry::RegistryClient>,
     sums: Mutex<HashMap<SnapshotId, Arc<BTreeMap<String, String>>>>,
     local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -62,6 +64,7 @@ impl Worker {
         dir: PathBuf,
         executor: Option<Arc<dyn Executor>>,
         rootfs_mode: RootfsMode,
+        registry: Arc<kiln_runtime::registry::RegistryClient>,
     ) -> Result<Worker> {
         for d in ["sums", "tmp", "cachemounts"] {
             fs_err::create_dir_all(dir.join(d))?;
@@ -73,6 +76,7 @@ impl Worker {
             dir,
             executor,
             rootfs_mode,
+            registry,
             sums: Mutex::new(HashMap::new()),
             local_locks: Mutex::new(HashMap::new()),
         })

@@ -115,6 +115,7 @@ async fn exec_runs_with_mounts_secrets_and_cache() {
             max_parallelism: 2,
             executor: Some(fake.clone()),
             rootfs_mode: Some(kiln_engine::ops::RootfsMode::Copy),
+            ..Default::default()
         },
     )
     .unwrap();

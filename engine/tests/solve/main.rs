@@ -21,6 +21,7 @@ pub fn engine(root: &Path) -> Arc<Engine> {
             max_parallelism: 4,
             executor: None,
             rootfs_mode: Some(kiln_engine::ops::RootfsMode::Copy),
+            ..Default::default()
         },
     )
     .unwrap()
