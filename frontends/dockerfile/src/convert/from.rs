@@ -15,7 +15,7 @@ use crate::shell;
 /// What a base is before its op is named.
 pub(crate) enum BaseSource {
     /// An existing state (scratch, a stage, a named context).
-    Ready(State),
+    Ready(Box<State>),
     /// An image to pull, `name:tag@digest`.
     Image(String),
 }
@@ -74,26 +74,26 @@ fn resolve_image(
     platform: &pb::Platform,
     node: &Node,
 ) -> Result<(String, ImageSpec), FrontendError> {
-    let normalized = builder::normalize_image_ref(reference).map_err(|e| {
-        ctx.err
-            .at(node, format!("{reference}: invalid reference format: {e}"))
-    })?;
+    resolve_image_msg(ctx, reference, platform).map_err(|m| ctx.err.at(node, m))
+}
+
+/// [`resolve_image`] with the bare message as the error.
+fn resolve_image_msg(
+    ctx: &mut Ctx<'_>,
+    reference: &str,
+    platform: &pb::Platform,
+) -> Result<(String, ImageSpec), String> {
+    let normalized = builder::normalize_image_ref(reference)
+        .map_err(|e| format!("{reference}: invalid reference format: {e}"))?;
     let p = options::from_pb(platform);
     let resolved = ctx.resolver.resolve(&normalized, &p).map_err(|e| {
-        ctx.err.at(
-            node,
-            format!(
-                "failed to resolve source metadata for {normalized}: {}",
-                e.message
-            ),
+        format!(
+            "failed to resolve source metadata for {normalized}: {}",
+            e.message
         )
     })?;
-    let mut image = ImageSpec::parse(&resolved.config).map_err(|e| {
-        ctx.err.at(
-            node,
-            format!("failed to parse image config of {normalized}: {e}"),
-        )
-    })?;
+    let mut image = ImageSpec::parse(&resolved.config)
+        .map_err(|e| format!("failed to parse image config of {normalized}: {e}"))?;
     if image.os.is_empty() {
         image.os = platform.os.clone();
     }
@@ -164,7 +164,7 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
     if name.eq_ignore_ascii_case("scratch") {
         let image = ImageSpec::empty(&platform.os, &platform.architecture, &platform.variant);
         return Ok(Base {
-            source: BaseSource::Ready(State::scratch()),
+            source: BaseSource::Ready(Box::new(State::scratch())),
             image,
             platform,
         });
@@ -177,7 +177,7 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
             d.platform.clone()
         };
         return Ok(Base {
-            source: BaseSource::Ready(reset_env(d.state, &d.image)),
+            source: BaseSource::Ready(Box::new(reset_env(d.state, &d.image))),
             image: d.image,
             platform,
         });
@@ -185,7 +185,7 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
     if let Some(value) = ctx.opts.named_contexts.get(&name).cloned() {
         let d = named_context(ctx, &name, &value, node, &platform)?;
         return Ok(Base {
-            source: BaseSource::Ready(d.state),
+            source: BaseSource::Ready(Box::new(d.state)),
             image: d.image,
             platform: d.platform,
         });
@@ -210,7 +210,7 @@ pub(crate) fn materialize(
     let state = match source {
         BaseSource::Ready(s) => {
             run.prefix("");
-            s
+            *s
         }
         BaseSource::Image(reference) => {
             let c = run.constraints(ctx, node, &format!("FROM {reference}"));
@@ -266,11 +266,10 @@ pub(crate) fn from_source(
     if let Some(d) = ctx.implicit.get(&v) {
         return Ok(d.clone());
     }
-    let (pinned, image) = resolve_image(ctx, &v, &platform, node).map_err(|e| {
-        let msg = e.message.clone();
+    let (pinned, image) = resolve_image_msg(ctx, &v, &platform).map_err(|m| {
         ctx.err.at(
             node,
-            format!("--from={v} is neither a stage nor an image: {msg}"),
+            format!("--from={v} is neither a stage nor an image: {m}"),
         )
     })?;
     let c = Constraints::default().custom_name(format!("FROM {pinned}"));

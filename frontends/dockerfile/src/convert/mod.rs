@@ -49,6 +49,10 @@ pub use options::{ConvertOptions, ImageResolveMode};
 use error::ErrCtx;
 use stages::StageDef;
 
+/// What [`dockerfile_to_llb`] returns: the encoded `pb.Definition`, the
+/// image config JSON and the warnings.
+pub type Converted = (Vec<u8>, Vec<u8>, Vec<Warning>);
+
 /// An image config as returned by an [`ImageResolver`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedImage {
@@ -307,7 +311,7 @@ pub fn dockerfile_to_llb(
     source: &[u8],
     opts: &ConvertOptions,
     resolver: &dyn ImageResolver,
-) -> Result<(Vec<u8>, Vec<u8>, Vec<Warning>), FrontendError> {
+) -> Result<Converted, FrontendError> {
     let err = ErrCtx::new(&opts.filename, source);
     let ast = parser::parse(source).map_err(|e| err.parse(&e))?;
     let mut warnings: Vec<Warning> = ast

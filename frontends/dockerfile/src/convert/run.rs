@@ -34,13 +34,13 @@ struct MountSpec {
     env: Option<String>,
 }
 
-/// Splits a CSV line, honouring double quotes like Go's `encoding/csv`.
+/// Splits a CSV line; double quotes group text (commas included) and are
+/// removed, `""` inside quotes is a literal quote.
 fn csv_fields(s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();
     let mut quoted = false;
-    let mut at_start = true;
     while let Some(c) = chars.next() {
         if quoted {
             if c == '"' {
@@ -56,15 +56,10 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
             continue;
         }
         match c {
-            ',' => {
-                out.push(std::mem::take(&mut cur));
-                at_start = true;
-                continue;
-            }
-            '"' if at_start => quoted = true,
+            ',' => out.push(std::mem::take(&mut cur)),
+            '"' => quoted = true,
             _ => cur.push(c),
         }
-        at_start = false;
     }
     if quoted {
         return Err("unterminated quote".into());
@@ -231,15 +226,11 @@ fn parse_mount(
         }
     }
     match m.kind.as_str() {
-        "bind" | "cache" | "tmpfs" => {
-            if m.target.as_deref().unwrap_or("").is_empty() {
-                return Err(format!("mount type {} requires a target", m.kind));
-            }
+        "bind" | "cache" | "tmpfs" if m.target.as_deref().unwrap_or("").is_empty() => {
+            return Err(format!("mount type {} requires a target", m.kind));
         }
-        "secret" => {
-            if m.id.is_none() && m.target.is_none() && m.env.is_none() {
-                return Err("secret mount requires an id or a target".into());
-            }
+        "secret" if m.id.is_none() && m.target.is_none() && m.env.is_none() => {
+            return Err("secret mount requires an id or a target".into());
         }
         _ => {}
     }
@@ -319,9 +310,7 @@ pub(crate) fn dispatch(
             args = vec![full];
         }
     }
-    let argv = if node.json {
-        args
-    } else if script_mount.is_some() {
+    let argv = if node.json || script_mount.is_some() {
         args
     } else {
         super::meta::with_shell(run, node, &args)
@@ -383,7 +372,20 @@ pub(crate) fn dispatch(
     }
     let es = exec.build().map_err(|e| ctx.err.at(node, e))?;
     run.state = es.root();
-    let hist = run_command_string(&argv, &run.args);
+    let env = run.image.env_pairs();
+    let shown_args: Vec<(String, String)> = run
+        .args
+        .iter()
+        .map(|(k, v)| {
+            let v = env
+                .iter()
+                .rev()
+                .find(|(e, _)| e == k)
+                .map_or(v, |(_, ev)| ev);
+            (k.clone(), v.clone())
+        })
+        .collect();
+    let hist = run_command_string(&argv, &shown_args);
     run.image.history(format!("RUN {hist} # buildkit"), false);
     Ok(())
 }
@@ -442,7 +444,7 @@ fn add_mount(
             let id = if ctx.opts.cache_mount_ns.is_empty() {
                 id
             } else {
-                format!("{}/{id}", ctx.opts.cache_mount_ns)
+                format!("{}/{}", ctx.opts.cache_mount_ns, id.trim_start_matches('/'))
             };
             let sharing = match m.sharing.as_deref() {
                 Some("private") => pb::CacheSharingOpt::Private,

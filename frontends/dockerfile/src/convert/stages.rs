@@ -163,6 +163,21 @@ pub(crate) fn split(
     err: &ErrCtx,
     warnings: &mut Vec<Warning>,
 ) -> Result<(Vec<Node>, Vec<StageDef>), FrontendError> {
+    // The typed instruction layer checks arguments and flags of every
+    // instruction (also in stages the target does not need), like BuildKit.
+    if let Err(e) = crate::instructions::parse_dockerfile(ast) {
+        let node = ast.children.iter().find(|n| n.start_line == e.line);
+        let kind = e.kind.to_string();
+        let msg = if kind.starts_with(&e.instruction) || kind.starts_with("unknown instruction") {
+            kind
+        } else {
+            format!("{}: {kind}", e.instruction)
+        };
+        return Err(match node {
+            Some(n) => err.at(n, msg),
+            None => FrontendError::new(msg),
+        });
+    }
     let mut meta = Vec::new();
     let mut stages: Vec<StageDef> = Vec::new();
     for node in &ast.children {
@@ -243,7 +258,14 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, idx: usize) -> Result<Dispatched, Fron
     }
     if ctx.in_progress[idx] {
         let node = ctx.stages[idx].from.clone();
-        return Err(ctx.err.at(&node, "circular dependency detected on stage"));
+        let name = ctx.stages[idx]
+            .name
+            .clone()
+            .unwrap_or_else(|| idx.to_string());
+        return Err(ctx.err.at(
+            &node,
+            format!("circular dependency detected on stage: {name}"),
+        ));
     }
     ctx.in_progress[idx] = true;
     let def = ctx.stages[idx].clone();
@@ -346,8 +368,12 @@ impl StageRun {
 /// written when it does not expand.
 pub(crate) fn display_name(ctx: &Ctx<'_>, run: &StageRun, text: &str) -> String {
     let text = text.trim();
-    let expanded =
-        shell::process_word(text, &run.vars(), ctx.ast.escape).unwrap_or_else(|_| text.to_string());
+    let mut lex = shell::Lexer::new(ctx.ast.escape);
+    lex.skip_unset_env = true;
+    let expanded = lex
+        .process(text, &run.vars())
+        .map(|e| e.result)
+        .unwrap_or_else(|_| text.to_string());
     match expanded.split_once(char::is_whitespace) {
         Some((kw, rest)) => format!("{} {rest}", kw.to_ascii_uppercase()),
         None => expanded.to_ascii_uppercase(),
