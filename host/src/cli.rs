@@ -41,6 +41,9 @@ pub enum Command {
     /// Debugging tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Publish and inspect frontends.
+    #[command(subcommand)]
+    Frontend(FrontendCommand),
     /// Run kiln as a daemon serving many clients.
     Daemon(DaemonArgs),
 }
@@ -135,6 +138,18 @@ pub struct DaemonArgs {
     /// Address to listen on: `unix:///run/kiln/kiln.sock` or `tcp://HOST:PORT`.
     #[arg(long)]
     pub addr: Option<String>,
+}
+
+/// `kiln frontend …`.
+#[derive(Subcommand, Debug)]
+pub enum FrontendCommand {
+    /// Publish a frontend component to a registry as an OCI artifact.
+    Push {
+        /// The component (`.wasm`, built for wasm32-wasip2).
+        file: PathBuf,
+        /// Where to push it, e.g. `registry.example.com/frontends/hello:1`.
+        reference: String,
+    },
 }
 
 /// `kiln debug …`.
@@ -258,6 +273,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { file, dot }) => dump_llb(file, dot),
         Command::Build(args) => build(root, cli.oci_runtime, args),
+        Command::Frontend(FrontendCommand::Push { file, reference }) => {
+            frontend_push(root, file, reference)
+        }
         Command::Du(_) => {
             bail!("kiln du is not available yet: cache accounting lands with the cache issue")
         }
@@ -268,6 +286,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             bail!("kiln daemon is not available yet: kiln runs embedded (no daemon needed)")
         }
     }
+}
+
+fn frontend_push(root: PathBuf, file: PathBuf, reference: String) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    // Refuse what kiln itself could not load.
+    let rt = crate::frontend::FrontendRuntime::new(None)?;
+    rt.load(&wasm)
+        .with_context(|| format!("{} is not a loadable frontend", file.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let digest = runtime.block_on(async {
+        let store = kiln_store::ContentStore::new(&root)?;
+        let registry = kiln_runtime::registry::RegistryClient::default();
+        crate::frontend::artifact::push(&registry, &store, &wasm, &reference).await
+    })?;
+    println!("{reference}@{digest}");
+    Ok(())
 }
 
 fn read_input(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {

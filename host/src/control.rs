@@ -160,7 +160,7 @@ impl Controller {
         req: &SolveRequest,
         session: Arc<Session>,
     ) -> anyhow::Result<(Vec<u8>, Option<Vec<u8>>)> {
-        let wasm = self.frontend_bytes(name, &req.frontend_opts)?;
+        let (label, wasm) = self.frontend_component(name, req).await?;
         let runtime = self.runtime.clone();
         let loaded = tokio::task::spawn_blocking({
             let runtime = runtime.clone();
@@ -168,7 +168,7 @@ impl Controller {
         })
         .await??;
         session.progress.message(&format!(
-            "frontend {name} {} {} in {:.1}ms",
+            "frontend {label} {} {} in {:.1}ms",
             loaded.digest,
             if loaded.cache_hit {
                 "loaded from the compiled-artifact cache"
@@ -237,38 +237,119 @@ impl Controller {
         Ok((def, config))
     }
 
-    /// The component bytes for a frontend name, `gateway.v0` with
-    /// `source=`, or a path.
-    fn frontend_bytes(
+    /// Find the component for a frontend: a built-in name, `gateway.v0`
+    /// with `source=`, a path, or a registry reference. A Dockerfile whose
+    /// first lines say `# syntax=REF` is forwarded to that frontend, unless
+    /// `--opt source=` names one. Returns a label for progress and the bytes.
+    async fn frontend_component(
         &self,
         name: &str,
-        opts: &BTreeMap<String, String>,
-    ) -> anyhow::Result<Vec<u8>> {
-        let source = if name == "gateway.v0" {
-            opts.get("source")
-                .cloned()
-                .context("--frontend gateway.v0 needs --opt source=<path to a .wasm component>")?
+        req: &SolveRequest,
+    ) -> anyhow::Result<(String, Vec<u8>)> {
+        let opts = &req.frontend_opts;
+        let mut source = if name == "gateway.v0" {
+            opts.get("source").cloned().context(
+                "--frontend gateway.v0 needs --opt source=<path or registry reference of a frontend component>",
+            )?
         } else {
-            match builtin::get(name) {
-                Ok(Some(bytes)) => return Ok(bytes.to_vec()),
-                Ok(None) => name.to_string(),
+            name.to_string()
+        };
+        let mut seen = vec![];
+        loop {
+            if seen.contains(&source) || seen.len() > 8 {
+                bail!(
+                    "frontend forwarding loops: {} -> {source}",
+                    seen.join(" -> ")
+                );
+            }
+            seen.push(source.clone());
+            if is_builtin_dockerfile(&source) {
+                // `# syntax=` forwarding, as the Dockerfile frontend does.
+                if !opts.contains_key("source")
+                    && let Some(syntax) = dockerfile_syntax(req)?
+                    && !is_builtin_dockerfile(&syntax)
+                {
+                    source = syntax;
+                    continue;
+                }
+            }
+            match builtin::get(&source) {
+                Ok(Some(bytes)) => return Ok((source, bytes.to_vec())),
+                Ok(None) => {}
                 Err(why) => bail!(why),
             }
-        };
-        if let Some(Ok(Some(bytes))) = Some(builtin::get(&source)) {
-            return Ok(bytes.to_vec());
+            let path = PathBuf::from(&source);
+            if path.is_file() {
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("reading frontend {}", path.display()))?;
+                return Ok((source, bytes));
+            }
+            if crate::frontend::artifact::looks_like_reference(&source) {
+                let cache = self.root.join("frontends");
+                let (bytes, how) = crate::frontend::artifact::pull(
+                    &self.registry,
+                    self.engine.content(),
+                    &cache,
+                    &source,
+                )
+                .await?;
+                return Ok((format!("{source} ({how})"), bytes));
+            }
+            bail!(
+                "unknown frontend {source:?}: use one of {}, a path to a .wasm component, or a \
+                 registry reference (--frontend gateway.v0 --opt source=PATH|REF)",
+                builtin::NAMES.join(", ")
+            )
         }
-        let path = PathBuf::from(&source);
-        if path.is_file() {
-            return std::fs::read(&path)
-                .with_context(|| format!("reading frontend {}", path.display()));
-        }
-        bail!(
-            "unknown frontend {source:?}: use one of {} or a path to a .wasm component \
-             (--frontend gateway.v0 --opt source=PATH)",
-            builtin::NAMES.join(", ")
-        )
     }
+}
+
+/// Names that mean the built-in Dockerfile frontend, including the usual
+/// `# syntax=docker/dockerfile:1` lines.
+fn is_builtin_dockerfile(s: &str) -> bool {
+    matches!(s, "dockerfile.v0" | "dockerfile")
+        || s.strip_prefix("docker.io/")
+            .unwrap_or(s)
+            .starts_with("docker/dockerfile")
+}
+
+/// The `# syntax=` directive of the Dockerfile the request names, if any.
+fn dockerfile_syntax(req: &SolveRequest) -> anyhow::Result<Option<String>> {
+    if let Some(s) = req.frontend_opts.get("cmdline").filter(|s| !s.is_empty()) {
+        return Ok(Some(s.clone()));
+    }
+    let Some(dir) = req
+        .locals
+        .get("dockerfile")
+        .or_else(|| req.locals.get("context"))
+    else {
+        return Ok(None);
+    };
+    let filename = req
+        .frontend_opts
+        .get("filename")
+        .map(String::as_str)
+        .unwrap_or("Dockerfile");
+    let path = dir.join(filename);
+    let Ok(text) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    Ok(parse_syntax_directive(&text))
+}
+
+/// Parser directives are `# key=value` comment lines at the very top.
+fn parse_syntax_directive(text: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(text);
+    for line in text.lines() {
+        let line = line.trim();
+        let rest = line.strip_prefix('#')?;
+        let (k, v) = rest.split_once('=')?;
+        if k.trim().eq_ignore_ascii_case("syntax") {
+            let v = v.trim();
+            return (!v.is_empty()).then(|| v.to_string());
+        }
+    }
+    None
 }
 
 fn write_dest(dest: &str, bytes: &[u8]) -> anyhow::Result<()> {

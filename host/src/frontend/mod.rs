@@ -16,6 +16,7 @@
 //! environment, no arguments, no sockets. Its stdout and stderr are captured
 //! and forwarded to the progress log.
 
+pub mod artifact;
 mod limits;
 
 pub use limits::FrontendLimits;
@@ -755,10 +756,30 @@ fn check_component_header(wasm: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a component built for `kiln:gateway@version` runs on this kiln:
+/// the same major version (for 0.x, the same minor) and not newer.
+pub fn check_version_compatible(version: &str) -> anyhow::Result<()> {
+    let ours = parse_version(GATEWAY_VERSION).expect("valid version");
+    let theirs = parse_version(version)
+        .with_context(|| format!("unreadable {GATEWAY_PACKAGE} version {version:?}"))?;
+    let compatible = if ours.0 == 0 {
+        theirs.0 == 0 && theirs.1 == ours.1 && theirs.2 <= ours.2
+    } else {
+        theirs.0 == ours.0 && (theirs.1, theirs.2) <= (ours.1, ours.2)
+    };
+    if !compatible {
+        bail!(
+            "frontend was built for {GATEWAY_PACKAGE}@{version}, but this kiln provides \
+             {GATEWAY_PACKAGE}@{GATEWAY_VERSION}; rebuild the frontend against a compatible \
+             kiln-frontend SDK"
+        );
+    }
+    Ok(())
+}
+
 /// Refuse a component built against an incompatible `kiln:gateway` version.
 fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
     let ty = component.component_type();
-    let ours = parse_version(GATEWAY_VERSION).expect("valid version");
     for (name, _) in ty.imports(engine) {
         let Some(rest) = name.strip_prefix(GATEWAY_PACKAGE) else {
             continue;
@@ -767,20 +788,7 @@ fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
         let Some((_, version)) = rest.split_once('@') else {
             continue;
         };
-        let theirs = parse_version(version)
-            .with_context(|| format!("frontend imports {name} with an unreadable version"))?;
-        let compatible = if ours.0 == 0 {
-            theirs.0 == 0 && theirs.1 == ours.1 && theirs.2 <= ours.2
-        } else {
-            theirs.0 == ours.0 && (theirs.1, theirs.2) <= (ours.1, ours.2)
-        };
-        if !compatible {
-            bail!(
-                "frontend was built for {GATEWAY_PACKAGE}@{version}, but this kiln provides \
-                 {GATEWAY_PACKAGE}@{GATEWAY_VERSION}; rebuild the frontend against a compatible \
-                 kiln-frontend SDK"
-            );
-        }
+        check_version_compatible(version)?;
     }
     if !ty.exports(engine).any(|(n, _)| n == "build") {
         bail!("component does not export `build`: it is not a kiln frontend");
