@@ -142,10 +142,10 @@ impl ImageOp {
                 let known = worker.records.kv_get(&fact)?;
                 let use_known =
                     mode == "local" || (mode == "default" && reference.digest().is_some());
-                if let (true, Some(k)) = (use_known, &known) {
-                    if let Some(r) = parse_fact(k) {
-                        return Ok(r);
-                    }
+                if let (true, Some(k)) = (use_known, &known)
+                    && let Some(r) = parse_fact(k)
+                {
+                    return Ok(r);
                 }
                 if mode == "local" {
                     bail!("image {reference} is not available locally (image.resolvemode=local)");
@@ -260,11 +260,10 @@ fn unpack_chain(
             .records
             .kv_get(&fact)?
             .and_then(|s| s.parse::<SnapshotId>().ok())
+            && worker.snapshots.exists(&id)
         {
-            if worker.snapshots.exists(&id) {
-                parent = Some(id);
-                continue;
-            }
+            parent = Some(id);
+            continue;
         }
         if !worker.content.exists(l) {
             let Some(layout) = layout else {
