@@ -400,3 +400,128 @@ fn bad_options_are_refused() {
         ImageExportOptions::from_attrs(ImageFormat::Oci, &attrs(&[("annotation.", "y")])).is_err()
     );
 }
+
+#[test]
+fn imported_layers_keep_their_blobs_unless_forced() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let f = fixture(&base, &up);
+    let dir = t.path().join("layout");
+    let mut opts = ImageExportOptions::new(ImageFormat::Oci);
+    opts.dest = Dest::Path(dir.clone());
+    opts.tar = false;
+    opts.compression = Compression::Zstd;
+    let orig =
+        exporter::export_image(&f.ss, &f.cs, Some(&f.top), Some(CONFIG.as_bytes()), &opts).unwrap();
+
+    let root2 = tempfile::tempdir().unwrap();
+    let ss2 = SnapshotStore::new(root2.path()).unwrap();
+    let cs2 = ContentStore::new(root2.path()).unwrap();
+    let layout = kiln_store::ocilayout::OciLayout::open(&dir).unwrap();
+    let img = layout.resolve(None, None).unwrap();
+    let top = layout.unpack(&img, &cs2, &ss2).unwrap().unwrap();
+
+    let digests = |r: &exporter::ImageExportResult| {
+        r.layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect::<Vec<_>>()
+    };
+    // Reused as they are (gzip requested, but the blobs exist as zstd).
+    let mut o = ImageExportOptions::new(ImageFormat::Oci);
+    o.dest = Dest::Path(t.path().join("again.tar"));
+    let again = exporter::export_image(&ss2, &cs2, Some(&top), Some(&img.config), &o).unwrap();
+    assert_eq!(digests(&again), digests(&orig));
+    // Forced: repacked as gzip, same diff ids.
+    o.force_compression = true;
+    let forced = exporter::export_image(&ss2, &cs2, Some(&top), Some(&img.config), &o).unwrap();
+    assert_ne!(digests(&forced), digests(&orig));
+    assert!(
+        forced
+            .layers
+            .iter()
+            .all(|l| l.compression == Compression::Gzip)
+    );
+    let ids = |r: &exporter::ImageExportResult| {
+        r.layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&forced), ids(&orig));
+    // Docker media types cannot describe zstd: those blobs are repacked.
+    let mut d = ImageExportOptions::new(ImageFormat::Docker);
+    d.dest = Dest::Path(t.path().join("docker.tar"));
+    let dock = exporter::export_image(&ss2, &cs2, Some(&top), Some(&img.config), &d).unwrap();
+    assert!(
+        dock.layers
+            .iter()
+            .all(|l| l.compression == Compression::Gzip)
+    );
+}
+
+#[test]
+fn oci_layout_platform_selection() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("layout");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let d = kiln_store::Digest::of_bytes(b);
+        std::fs::write(blobs.join(d.hex()), b).unwrap();
+        (d, b.len())
+    };
+    let mut manifests = Vec::new();
+    for arch in ["arm64", "amd64", "riscv64"] {
+        let cfg = format!(
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        );
+        let (cd, cs) = put(cfg.as_bytes());
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"layers":[]}}"#
+        );
+        let (md, ms) = put(m.as_bytes());
+        manifests.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#
+        ));
+    }
+    let inner = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        manifests.join(",")
+    );
+    let (id, is) = put(inner.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{id}","size":{is},"annotations":{{"org.opencontainers.image.ref.name":"multi"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let layout = kiln_store::ocilayout::OciLayout::open(&dir).unwrap();
+    let p = kiln_store::ocilayout::Platform {
+        os: "linux".into(),
+        architecture: "riscv64".into(),
+        variant: None,
+    };
+    let img = layout.resolve(Some("multi"), Some(&p)).unwrap();
+    let cfg: Value = serde_json::from_slice(&img.config).unwrap();
+    assert_eq!(cfg["architecture"], "riscv64");
+    let by_digest = layout.resolve(Some(id.as_str()), Some(&p)).unwrap();
+    assert_eq!(by_digest.manifest_digest, img.manifest_digest);
+    assert!(layout.resolve(Some("nope"), None).is_err());
+    let s390 = kiln_store::ocilayout::Platform {
+        os: "linux".into(),
+        architecture: "s390x".into(),
+        variant: None,
+    };
+    assert!(layout.resolve(Some("multi"), Some(&s390)).is_err());
+    // An image without layers unpacks to no snapshot.
+    let root = tempfile::tempdir().unwrap();
+    let ss = SnapshotStore::new(root.path()).unwrap();
+    let cs = ContentStore::new(root.path()).unwrap();
+    assert_eq!(layout.unpack(&img, &cs, &ss).unwrap(), None);
+    // A tampered blob is refused.
+    std::fs::write(blobs.join(img.config_digest.hex()), b"{}").unwrap();
+    assert!(layout.resolve(Some("multi"), Some(&p)).is_err());
+}
