@@ -382,6 +382,50 @@ mod tests {
         assert!(legacy_options(&bad, Path::new("/t")).is_err());
     }
 
+    /// Both mount paths (new API and the legacy fallback) give the same
+    /// merged view. Needs root; skipped otherwise.
+    #[test]
+    fn new_api_and_legacy_mounts_agree() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (l1, l2) = (d.path().join("l1"), d.path().join("l2"));
+        for (dir, name) in [(&l1, "top"), (&l2, "bottom")] {
+            fs_err::create_dir_all(dir).unwrap();
+            fs_err::write(dir.join(name), name).unwrap();
+            fs_err::write(dir.join("shared"), name).unwrap();
+        }
+        for (i, legacy) in [false, true].into_iter().enumerate() {
+            let up = d.path().join(format!("up{i}"));
+            let work = d.path().join(format!("work{i}"));
+            let target = d.path().join(format!("m{i}"));
+            for p in [&up, &work, &target] {
+                fs_err::create_dir_all(p).unwrap();
+            }
+            let spec = OverlaySpec {
+                lowerdirs: vec![l1.clone(), l2.clone()],
+                upper: Some(super::super::UpperDir {
+                    upperdir: up.clone(),
+                    workdir: work,
+                }),
+            };
+            if legacy {
+                mount_legacy(&spec, &target).unwrap();
+            } else {
+                mount_overlay(&spec, &target).unwrap();
+            }
+            assert!(is_mount_point(&target));
+            let shared = fs_err::read_to_string(target.join("shared"));
+            fs_err::write(target.join("new"), "x").unwrap();
+            unmount(&target).unwrap();
+            assert_eq!(shared.unwrap(), "top");
+            assert!(up.join("new").exists());
+            assert!(!is_mount_point(&target));
+        }
+    }
+
     #[test]
     fn mountinfo_escapes() {
         assert_eq!(unescape_mountinfo(r"/a\040b"), b"/a b");

@@ -423,7 +423,14 @@ impl RegistryClient {
                     source,
                 })
         };
-        stream::iter(resolved.layers.iter())
+        // The same blob can appear twice in one image (e.g. empty layers).
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<&Descriptor> = resolved
+            .layers
+            .iter()
+            .filter(|l| seen.insert(l.digest.clone()))
+            .collect();
+        stream::iter(unique)
             .map(|l| self.fetch_blob_to_store(r, l, "layer", store))
             .buffer_unordered(self.opts.max_concurrent.max(1))
             .try_collect::<Vec<()>>()
