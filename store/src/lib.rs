@@ -17,6 +17,57 @@
 //! All state lives under one root directory: `<root>/content/…` and
 //! `<root>/snapshots/v1/…`. Every error is an [`Error`] that names the path,
 //! digest or snapshot concerned.
+//!
+//! # For the engine
+//!
+//! - Op results are snapshots. A file op or a run without overlay:
+//!   [`SnapshotStore::prepare_copy`] → write into [`Active::root`] →
+//!   [`SnapshotStore::commit`]. A run with overlay:
+//!   [`SnapshotStore::prepare`] + [`SnapshotStore::overlay_lowers`] for the
+//!   runtime, then `commit` (the upper dir becomes the diff).
+//! - Read a result's files through [`SnapshotStore::view`] (read only).
+//! - `local` sources: unpack or copy into [`SnapshotStore::scratch_dir`] and
+//!   [`SnapshotStore::commit_diff_dir_move`].
+//! - `ADD` of archives: [`layer::sniff_archive`] then [`layer::unpack_archive`].
+//! - `oci-layout://`: [`ocilayout::OciLayout`].
+//! - Outputs: [`exporter::ImageExportOptions::from_attrs`] +
+//!   [`exporter::export_image`], or [`exporter::export_local`] /
+//!   [`exporter::export_tar`].
+//!
+//! # For the runtime
+//!
+//! - Pulled blobs: [`ContentStore::writer`] + [`Ingest::commit`] with the
+//!   expected digest.
+//! - Layers to snapshots: [`layer::unpack_layer_blob`] with the config's diff
+//!   id, each on the previous one. The blob is remembered, so exports reuse
+//!   it (same digest as the registry's).
+//! - Rootfs mounts: [`OverlayLowers::absolute`] for `lowerdir+`, or
+//!   [`OverlayLowers::mount_data`] / [`OverlayLowers::mount_data_relative`].
+//!
+//! ```
+//! use kiln_store::{ContentStore, SnapshotStore, exporter};
+//!
+//! let root = tempfile::tempdir()?;
+//! let snapshots = SnapshotStore::new(root.path())?;
+//! let content = ContentStore::new(root.path())?;
+//!
+//! // An op writes a file on top of nothing and commits.
+//! let active = snapshots.prepare_copy(None)?;
+//! std::fs::write(active.root().join("hello"), "world")?;
+//! let id = snapshots.commit(active)?;
+//! assert!(snapshots.view(&id)?.join("hello").is_file());
+//!
+//! // Export it as an OCI tarball.
+//! let dest = root.path().join("image.tar");
+//! let attrs = [("dest", dest.to_str().unwrap()), ("name", "example/hello:1")]
+//!     .into_iter()
+//!     .map(|(k, v)| (k.to_string(), v.to_string()))
+//!     .collect();
+//! let opts = exporter::ImageExportOptions::from_attrs(exporter::ImageFormat::Oci, &attrs)?;
+//! let out = exporter::export_image(&snapshots, &content, Some(&id), None, &opts)?;
+//! assert!(content.exists(&out.manifest_digest) && dest.is_file());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod content;
 pub mod digest;
