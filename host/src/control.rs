@@ -553,3 +553,22 @@ impl Bridge for SharedBridge {
         self.with(|b| b.log(line))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_directive() {
+        assert_eq!(parse_syntax_directive(b"# syntax=x/y:1\nFROM a"), Some("x/y:1".into()));
+        assert_eq!(
+            parse_syntax_directive(b"# escape=`\n#  SYNTAX = r:1\nFROM a"),
+            Some("r:1".into())
+        );
+        assert_eq!(parse_syntax_directive(b"FROM a\n# syntax=x"), None);
+        assert_eq!(parse_syntax_directive(b"# a comment\n# syntax=x"), None);
+        assert!(is_builtin_dockerfile("docker/dockerfile:1.7"));
+        assert!(is_builtin_dockerfile("docker.io/docker/dockerfile:1"));
+        assert!(!is_builtin_dockerfile("127.0.0.1:5000/fe:1"));
+    }
+}
