@@ -256,3 +256,32 @@ fn unpack_onto_lowers_keeps_parent_attrs_follows_symlinks_copies_up() {
         0o1777
     );
 }
+
+#[test]
+fn whiteout_then_dir_in_one_layer_is_opaque() {
+    let t = tempfile::tempdir().unwrap();
+    let cs = ContentStore::new(t.path()).unwrap();
+    let ss = SnapshotStore::new(t.path()).unwrap();
+    let base = t.path().join("base");
+    std::fs::create_dir_all(base.join("d/old")).unwrap();
+    std::fs::create_dir_all(base.join("e/old")).unwrap();
+    let b = ss.create_from_dir(&base, None).unwrap();
+    let mut tb = tar::Builder::new(Vec::new());
+    for (p, kind) in [
+        (".wh.d", tar::EntryType::Regular),
+        ("d/", tar::EntryType::Directory),
+        (".wh.e", tar::EntryType::Regular),
+        ("e/new", tar::EntryType::Regular),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o755);
+        tb.append_data(&mut h, p, std::io::empty()).unwrap();
+    }
+    let (digest, _) = cs.write_bytes(&tb.into_inner().unwrap(), None).unwrap();
+    let u = unpack_layer_blob(&cs, &ss, Some(&b), &digest, None).unwrap();
+    let v = ss.view(&u.id).unwrap();
+    assert!(v.join("d").is_dir() && !v.join("d/old").exists());
+    assert!(v.join("e/new").is_file() && !v.join("e/old").exists());
+}

@@ -14,6 +14,7 @@ use fs_err::os::unix::fs::OpenOptionsExt;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
@@ -126,8 +127,13 @@ pub fn unpack_tar_onto(
         match kind {
             tar::EntryType::Directory => {
                 if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    let was_deleted = take_whiteout(&parent, name)?;
                     fsutil::remove_all(&target)?;
                     fs::create_dir(&target).map_err(Error::io("create dir"))?;
+                    if was_deleted {
+                        // Deleted and recreated in one layer: hide the lower dir.
+                        fsutil::set_opaque(&target)?;
+                    }
                 }
                 dirs.push((target.clone(), attrs));
             }
@@ -357,14 +363,17 @@ pub fn resolve_in_root(
         let mut cur = root.to_path_buf();
         cur.extend(&stack);
         cur.push(&c);
-        let here = fsutil::lstat(&cur)?;
-        let below = if here.is_none() && !lowers.is_empty() {
-            let mut rel: Vec<&OsStr> = stack.iter().map(|s| s.as_os_str()).collect();
-            rel.push(&c);
-            super::pack::find_below(lowers, &rel)
-        } else {
-            None
-        };
+        let parent_dir = cur.parent().unwrap_or(root).to_path_buf();
+        let deleted = is_whiteout_at(&parent_dir, &c)?;
+        let here = if deleted { None } else { fsutil::lstat(&cur)? };
+        let below =
+            if here.is_none() && !deleted && !lowers.is_empty() && !under_opaque(root, &stack) {
+                let mut rel: Vec<&OsStr> = stack.iter().map(|s| s.as_os_str()).collect();
+                rel.push(&c);
+                super::pack::find_below(lowers, &rel)
+            } else {
+                None
+            };
         let link_at = match (&here, &below) {
             (Some(m), _) if m.file_type().is_symlink() => Some(cur.clone()),
             (None, Some((p, m))) if m.file_type().is_symlink() => Some(p.clone()),
@@ -392,7 +401,13 @@ pub fn resolve_in_root(
                 let Some(created) = created.as_deref_mut() else {
                     return Err(unsafe_entry("a parent directory does not exist"));
                 };
+                if deleted {
+                    take_whiteout(&parent_dir, &c)?;
+                }
                 fs::create_dir(&cur).map_err(Error::io("create parent dir"))?;
+                if deleted {
+                    fsutil::set_opaque(&cur)?;
+                }
                 if let Some((_, m)) = below.filter(|(_, m)| m.is_dir()) {
                     created.push((cur, Attrs::of(&m)));
                 }
@@ -403,6 +418,37 @@ pub fn resolve_in_root(
     let mut out = root.to_path_buf();
     out.extend(&stack);
     Ok(out)
+}
+
+/// Whether this layer deleted `dir/name` (0/0 char device or marker file).
+fn is_whiteout_at(dir: &Path, name: &OsStr) -> Result<bool> {
+    if let Some(m) = fsutil::lstat(&dir.join(name))? {
+        return Ok(m.file_type().is_char_device() && m.rdev() == 0);
+    }
+    let mut marker = OsString::from(WHITEOUT_PREFIX);
+    marker.push(name);
+    Ok(fsutil::lstat(&dir.join(marker))?.is_some_and(|m| fsutil::is_marker_file(&m)))
+}
+
+/// Remove this layer's whiteout of `dir/name`, returning whether there was one.
+fn take_whiteout(dir: &Path, name: &OsStr) -> Result<bool> {
+    if !is_whiteout_at(dir, name)? {
+        return Ok(false);
+    }
+    fsutil::remove_all(&dir.join(name))?;
+    let mut marker = OsString::from(WHITEOUT_PREFIX);
+    marker.push(name);
+    fsutil::remove_all(&dir.join(marker))?;
+    Ok(true)
+}
+
+/// Whether a dir on the way (in this layer) is opaque, hiding the lowers.
+fn under_opaque(root: &Path, stack: &[OsString]) -> bool {
+    let mut p = root.to_path_buf();
+    stack.iter().any(|c| {
+        p.push(c);
+        fsutil::is_opaque(&p)
+    })
 }
 
 fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<(String, Vec<u8>)>> {
