@@ -92,6 +92,23 @@ pub struct PulledImage {
     pub config: Vec<u8>,
 }
 
+/// Pull progress, reported from the pulling task. All methods default to
+/// doing nothing.
+pub trait PullProgress: Sync {
+    /// A layer download starts (`cached`: already in the store, skipped).
+    fn layer_started(&self, _layer: &Descriptor, _cached: bool) {}
+    /// `total` bytes of `layer` have arrived so far.
+    fn layer_bytes(&self, _layer: &Descriptor, _total: u64) {}
+    /// The layer is verified and stored.
+    fn layer_done(&self, _layer: &Descriptor) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl PullProgress for NoProgress {}
+
 /// An OCI distribution client. Cheap to share (`Arc`); safe to use from many
 /// tasks at once. Requires a tokio runtime.
 pub struct RegistryClient {
@@ -369,17 +386,35 @@ impl RegistryClient {
         what: &'static str,
         store: &ContentStore,
     ) -> Result<()> {
+        self.blob_to_store(r, desc, what, store, &NoProgress).await
+    }
+
+    async fn blob_to_store(
+        &self,
+        r: &ImageRef,
+        desc: &Descriptor,
+        what: &'static str,
+        store: &ContentStore,
+        progress: &dyn PullProgress,
+    ) -> Result<()> {
         if store.exists(&desc.digest) {
+            progress.layer_started(desc, true);
             return Ok(());
         }
+        progress.layer_started(desc, false);
         let store_err = |source| Error::Store {
             reference: r.to_string(),
             digest: desc.digest.clone(),
             source,
         };
         let mut ingest = store.writer().map_err(store_err)?;
-        self.stream_blob(r, desc, what, |chunk| ingest.write_all(chunk))
-            .await?;
+        let mut total = 0u64;
+        self.stream_blob(r, desc, what, |chunk| {
+            total += chunk.len() as u64;
+            progress.layer_bytes(desc, total);
+            ingest.write_all(chunk)
+        })
+        .await?;
         ingest.commit(Some(&desc.digest)).map_err(|e| match e {
             kiln_store::Error::DigestMismatch { expected, actual } => Error::DigestMismatch {
                 reference: r.to_string(),
@@ -389,6 +424,7 @@ impl RegistryClient {
             },
             other => store_err(other),
         })?;
+        progress.layer_done(desc);
         Ok(())
     }
 
@@ -400,6 +436,18 @@ impl RegistryClient {
         r: &ImageRef,
         platform: &Platform,
         store: &ContentStore,
+    ) -> Result<PulledImage> {
+        self.pull_with_progress(r, platform, store, &NoProgress)
+            .await
+    }
+
+    /// [`pull`](Self::pull), reporting layer progress to `progress`.
+    pub async fn pull_with_progress(
+        &self,
+        r: &ImageRef,
+        platform: &Platform,
+        store: &ContentStore,
+        progress: &dyn PullProgress,
     ) -> Result<PulledImage> {
         let resolved = self.resolve(r, platform).await?;
         for l in &resolved.layers {
@@ -430,8 +478,14 @@ impl RegistryClient {
             .iter()
             .filter(|l| seen.insert(l.digest.clone()))
             .collect();
-        stream::iter(unique)
-            .map(|l| self.fetch_blob_to_store(r, l, "layer", store))
+        // Futures built up front (not in a stream closure) keep this future
+        // `Send`: a closure over borrowed descriptors trips rustc's
+        // higher-ranked lifetime check.
+        let downloads: Vec<_> = unique
+            .into_iter()
+            .map(|l| self.blob_to_store(r, l, "layer", store, progress))
+            .collect();
+        stream::iter(downloads)
             .buffer_unordered(self.opts.max_concurrent.max(1))
             .try_collect::<Vec<()>>()
             .await?;
@@ -446,4 +500,25 @@ impl RegistryClient {
 
 fn is_manifest_type(m: &str) -> bool {
     m == media_types::OCI_MANIFEST || m == media_types::DOCKER_MANIFEST || m.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Callers spawn these futures on multi-threaded runtimes.
+    #[test]
+    fn futures_are_send() {
+        let c = RegistryClient::default();
+        let r: ImageRef = "127.0.0.1:1/x".parse().unwrap();
+        let p = Platform::default();
+        let d = tempfile::tempdir().unwrap();
+        let store = ContentStore::new(d.path()).unwrap();
+        assert_send(&c.pull(&r, &p, &store));
+        assert_send(&c.resolve_image_config(&r, &p));
+        assert_send(&c.push(&r, b"{}", &store));
+        assert!(c.is_plain_http("127.0.0.1:1") && !c.is_plain_http("ghcr.io"));
+    }
 }

@@ -19,7 +19,10 @@ mod push;
 mod reference;
 
 pub use auth::{Credentials, docker_config_path, load_credentials};
-pub use client::{ImageConfig, PulledImage, RegistryClient, RegistryOptions, ResolvedManifest};
+pub use client::{
+    ImageConfig, NoProgress, PullProgress, PulledImage, RegistryClient, RegistryOptions,
+    ResolvedManifest,
+};
 pub use error::{Error, Result};
 pub use manifest::{Descriptor, media_types};
 pub use reference::{ImageRef, Platform};

@@ -459,8 +459,24 @@ async fn large_blobs_stream_both_ways() {
     let digest = client.push(&r, &manifest, &src).await.unwrap();
     assert_eq!(digest, Digest::of_bytes(&manifest));
 
+    #[derive(Default)]
+    struct Count(std::sync::Mutex<(u64, usize)>);
+    impl kiln_runtime::registry::PullProgress for Count {
+        fn layer_bytes(&self, _: &kiln_runtime::registry::Descriptor, total: u64) {
+            let mut g = self.0.lock().unwrap();
+            g.0 = g.0.max(total);
+        }
+        fn layer_done(&self, _: &kiln_runtime::registry::Descriptor) {
+            self.0.lock().unwrap().1 += 1;
+        }
+    }
+    let progress = Count::default();
     let dst = ContentStore::new(tmp.path().join("dst")).unwrap();
-    let pulled = client.pull(&r, &Platform::default(), &dst).await.unwrap();
+    let pulled = client
+        .pull_with_progress(&r, &Platform::default(), &dst, &progress)
+        .await
+        .unwrap();
+    assert_eq!(*progress.0.lock().unwrap(), (big.len() as u64, 2));
     assert_eq!(pulled.resolved.layers.len(), 2);
     assert_eq!(dst.read(&big_d).unwrap(), big);
     assert_eq!(dst.read(&small_d).unwrap(), small);
