@@ -535,12 +535,30 @@ impl SnapshotStore {
             return Ok(dest);
         }
         let chain = self.chain(id)?;
+        // Start from the nearest ancestor that has a view: its files are
+        // hardlinked (views are read only, and applying a diff replaces
+        // files rather than writing into them), then only the diffs above it
+        // are applied.
+        let start = chain[..chain.len() - 1]
+            .iter()
+            .rposition(|s| self.root.join("views").join(s.as_str()).is_dir());
         let tmp = self.new_tmp("view-")?;
         let r = (|| {
             let out = tmp.join("v");
             fs::create_dir(&out).map_err(Error::io("create view"))?;
             let mut c = Copier::new();
-            for s in &chain {
+            let rest = match start {
+                Some(i) => {
+                    link_tree(
+                        &self.root.join("views").join(chain[i].as_str()),
+                        &out,
+                        &mut c,
+                    )?;
+                    &chain[i + 1..]
+                }
+                None => &chain[..],
+            };
+            for s in rest {
                 apply_diff(&self.diff_dir(s)?, &out, &mut c)?;
             }
             c.finish()?;
@@ -556,6 +574,17 @@ impl SnapshotStore {
         })();
         let _ = fsutil::remove_all(&tmp);
         r.map(|()| dest)
+    }
+
+    /// Drop every cached view (they are rebuilt on demand). Call only when
+    /// no view is in use.
+    pub fn drop_views(&self) -> Result<()> {
+        for name in fsutil::sorted_children(&self.root.join("views"))? {
+            if let Some(id) = name.to_str().and_then(|s| s.parse::<SnapshotId>().ok()) {
+                self.drop_view(&id)?;
+            }
+        }
+        Ok(())
     }
 
     /// Drop the cached view of `id`, if any.
@@ -638,6 +667,23 @@ impl SnapshotStore {
         fs::create_dir_all(&d).map_err(Error::io("create snapshot cache dir"))?;
         Ok(d)
     }
+}
+
+/// Mirror the tree `src` into `dst` (an existing dir): new directories with
+/// the same attributes, every other entry hardlinked.
+fn link_tree(src: &Path, dst: &Path, c: &mut Copier) -> Result<()> {
+    for name in fsutil::sorted_children(src)? {
+        let (s, d) = (src.join(&name), dst.join(&name));
+        let m = fs::symlink_metadata(&s).map_err(Error::io("stat"))?;
+        if m.is_dir() {
+            c.copy_entry(&s, &d, &m)?;
+            link_tree(&s, &d, c)?;
+        } else if std::fs::hard_link(&s, &d).is_err() {
+            // Too many links, or a special file the fs will not link: copy.
+            c.copy_entry(&s, &d, &m)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -171,3 +171,35 @@ fn recover_clears_half_written_state() {
             .is_empty()
     );
 }
+
+#[test]
+fn views_build_on_ancestor_views() {
+    let t = tempfile::tempdir().unwrap();
+    let s = SnapshotStore::new(t.path()).unwrap();
+    let a = s.prepare_copy(None).unwrap();
+    write(&a.root().join("keep"), "k");
+    write(&a.root().join("change"), "old");
+    write(&a.root().join("d/gone"), "g");
+    let base = s.commit(a).unwrap();
+    let bv = s.view(&base).unwrap();
+    let a = s.prepare_copy(Some(&base)).unwrap();
+    write(&a.root().join("change"), "new");
+    fs::remove_file(a.root().join("d/gone")).unwrap();
+    let top = s.commit(a).unwrap();
+    let tv = s.view(&top).unwrap();
+    // Unchanged files share the inode; changed ones do not touch the base view.
+    assert_eq!(
+        fs::metadata(bv.join("keep")).unwrap().ino(),
+        fs::metadata(tv.join("keep")).unwrap().ino()
+    );
+    assert_eq!(read(&bv.join("change")), "old");
+    assert_eq!(read(&tv.join("change")), "new");
+    assert!(bv.join("d/gone").exists() && !tv.join("d/gone").exists());
+    s.drop_views().unwrap();
+    assert!(
+        fsutil::sorted_children(&s.root().join("views"))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(read(&s.view(&top).unwrap().join("change")), "new");
+}
