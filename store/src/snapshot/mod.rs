@@ -528,7 +528,12 @@ impl SnapshotStore {
 
     /// The merged read-only view of the chain ending at `id` as a plain
     /// directory (built once by applying the diffs in order, then cached in
-    /// `views/<id>`). Do not write to it.
+    /// `views/<id>`).
+    ///
+    /// Never write to it, not even to change metadata: views share files
+    /// (hardlinks) with the views of their ancestors. To get a writable tree
+    /// use [`SnapshotStore::prepare_copy`]; to mount it writable, use it as an
+    /// overlay lowerdir.
     pub fn view(&self, id: &SnapshotId) -> Result<PathBuf> {
         let dest = self.root.join("views").join(id.as_str());
         if dest.is_dir() {
