@@ -281,6 +281,26 @@ impl fmt::Display for Platform {
     }
 }
 
+macro_rules! string_serde {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_serde!(ImageRef);
+string_serde!(Platform);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +359,17 @@ mod tests {
                 "{s}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn serialized_as_strings() {
+        let r: ImageRef = "busybox".parse().unwrap();
+        let j = serde_json::to_string(&r).unwrap();
+        assert_eq!(j, "\"docker.io/library/busybox:latest\"");
+        assert_eq!(serde_json::from_str::<ImageRef>(&j).unwrap(), r);
+        assert!(serde_json::from_str::<ImageRef>("\"Bad Ref\"").is_err());
+        let p: Platform = serde_json::from_str("\"linux/arm/v7\"").unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v7"));
     }
 
     #[test]
