@@ -206,6 +206,27 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Builds `dst` (created) as a hardlink farm of the tree at `src`:
+/// directories are real copies, everything else is a hard link to the same
+/// inode. Callers must never modify a linked file in place: they replace it
+/// (unlink, then create), which leaves `src` untouched.
+pub fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    let md = fs_err::symlink_metadata(src)?;
+    if !md.is_dir() {
+        fs_err::hard_link(src, dst)?;
+        return Ok(());
+    }
+    fs_err::create_dir(dst)?;
+    fs_err::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    lchown(dst, md.uid(), md.gid())?;
+    for e in fs_err::read_dir(src)? {
+        let e = e?;
+        link_tree(&e.path(), &dst.join(e.file_name()))?;
+    }
+    set_mtime(dst, md.mtime(), md.mtime_nsec())?;
+    Ok(())
+}
+
 /// Copies the contents of directory `src` into existing directory `dst`,
 /// replacing entries that exist in both (a directory over a directory is
 /// merged).

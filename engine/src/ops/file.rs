@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use kiln_llb::pb;
 use kiln_llb::pb::file_action::Action;
-use kiln_store::{Active, SnapshotId};
+use kiln_store::SnapshotId;
 use tokio_util::sync::CancellationToken;
 
 use super::{OpCtx, Ref, Worker, blocking};
@@ -255,12 +255,12 @@ fn glob_base(p: &str) -> String {
     if s.is_empty() { "/".into() } else { s }
 }
 
-/// A tree an action produced.
+/// A tree an action produced: a plain directory owned by this op (a
+/// hardlink farm of its base, see [`fsutil::link_tree`]) and the snapshot
+/// it started from, which the result is committed on top of.
 enum Tree {
-    /// A mutable copy-mode snapshot.
-    Active(Active),
-    /// A plain directory owned by this op (a scratch base).
-    Dir(PathBuf),
+    /// The tree and its base snapshot.
+    Dir(PathBuf, Option<SnapshotId>),
     /// Moved into a later action.
     Taken,
 }
@@ -268,8 +268,7 @@ enum Tree {
 impl Tree {
     fn root(&self) -> Result<PathBuf> {
         match self {
-            Tree::Active(a) => Ok(a.root()),
-            Tree::Dir(d) => Ok(d.clone()),
+            Tree::Dir(d, _) => Ok(d.clone()),
             Tree::Taken => Err(anyhow!("action result already consumed")),
         }
     }
@@ -302,10 +301,14 @@ fn run_actions(
             let tree = if a.input < 0 {
                 let d = worker.snapshots.scratch_dir()?;
                 scratch_dirs.push(d.clone());
-                Tree::Dir(d)
+                Tree::Dir(d, None)
             } else if (a.input as usize) < n {
                 let r = &refs[a.input as usize];
-                Tree::Active(worker.snapshots.prepare_copy(r.0.as_ref())?)
+                let d = worker.snapshots.scratch_dir()?;
+                scratch_dirs.push(d.clone());
+                fs_err::remove_dir(&d)?;
+                fsutil::link_tree(&worker.view(r)?, &d)?;
+                Tree::Dir(d, r.0.clone())
             } else {
                 let j = a.input as usize - n;
                 readers[j] -= 1;
@@ -315,8 +318,12 @@ fn run_actions(
                     let d = worker.snapshots.scratch_dir()?;
                     scratch_dirs.push(d.clone());
                     fs_err::remove_dir(&d)?;
-                    fsutil::copy_tree(&trees[j].root()?, &d)?;
-                    Tree::Dir(d)
+                    fsutil::link_tree(&trees[j].root()?, &d)?;
+                    let parent = match &trees[j] {
+                        Tree::Dir(_, p) => p.clone(),
+                        Tree::Taken => None,
+                    };
+                    Tree::Dir(d, parent)
                 }
             };
             let root = tree.root()?;
@@ -365,16 +372,12 @@ fn run_actions(
         }
         let last = trees.pop().context("file op has no actions")?;
         match last {
-            Tree::Active(a) => Ok(Some(worker.snapshots.commit(a)?)),
-            Tree::Dir(d) => Ok(Some(worker.snapshots.create_from_diff_dir(&d, None)?)),
+            Tree::Dir(d, parent) => {
+                Ok(Some(worker.snapshots.create_from_dir(&d, parent.as_ref())?))
+            }
             Tree::Taken => Err(anyhow!("action result already consumed")),
         }
     })();
-    for t in trees {
-        if let Tree::Active(a) = t {
-            let _ = worker.snapshots.abort(a);
-        }
-    }
     for d in scratch_dirs {
         if let Some(p) = d.parent() {
             let _ = std::fs::remove_dir_all(p);
@@ -773,9 +776,20 @@ fn copy(
                 .is_some();
             if is_archive {
                 ensure_dir(dst_root, &dest, true, &opts)?;
-                let f = fs_err::File::open(src)?;
-                kiln_store::layer::unpack_archive(std::io::BufReader::new(f), &dest)
-                    .with_context(|| format!("extracting {}", src.display()))?;
+                // Unpack aside, then merge: files in the tree may be hard
+                // links into committed snapshots and must be replaced, never
+                // written in place.
+                let tmp = dst_root
+                    .with_extension(format!("unpack-{}", kiln_store::fsutil::random_hex()?));
+                fs_err::create_dir(&tmp)?;
+                let r = (|| {
+                    let f = fs_err::File::open(src)?;
+                    kiln_store::layer::unpack_archive(std::io::BufReader::new(f), &tmp)
+                        .with_context(|| format!("extracting {}", src.display()))?;
+                    fsutil::merge_into(&tmp, &dest)
+                })();
+                let _ = std::fs::remove_dir_all(&tmp);
+                r?;
                 continue;
             }
         }

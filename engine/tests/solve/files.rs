@@ -391,3 +391,90 @@ async fn concurrent_identical_solves_run_each_vertex_once() {
     let done = count(&b1.text(), " DONE ") + count(&b2.text(), " DONE ");
     assert_eq!(done, n, "{}\n---\n{}", b1.text(), b2.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_ops_never_change_their_base() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs_err::create_dir_all(ctx.path().join("pkg/etc")).unwrap();
+    fs_err::write(ctx.path().join("pkg/etc/conf"), "from-tar").unwrap();
+    let st = std::process::Command::new("tar")
+        .args(["-czf", "pkg.tar.gz", "-C", "pkg", "."])
+        .current_dir(ctx.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = engine(root.path());
+    let mut def = Def::default();
+    let l = def.add(local(
+        "context",
+        &[("local.includepattern", r#"["pkg.tar.gz"]"#)],
+    ));
+    let base = def.add(file(
+        &[],
+        vec![
+            pb::FileAction {
+                output: -1,
+                ..act(-1, -1, mkdir("/etc"))
+            },
+            pb::FileAction {
+                output: -1,
+                ..act(0, -1, mkfile("/etc/conf", b"base"))
+            },
+            act(1, -1, mkfile("/keep", b"keep")),
+        ],
+    ));
+    let top = def.add(file(
+        &[&base, &l],
+        vec![
+            pb::FileAction {
+                output: -1,
+                ..act(0, -1, mkfile("/keep", b"changed"))
+            },
+            pb::FileAction {
+                output: -1,
+                ..act(
+                    2,
+                    1,
+                    Action::Copy(pb::FileActionCopy {
+                        attempt_unpack_docker_compatibility: true,
+                        ..copy("/pkg.tar.gz", "/")
+                    }),
+                )
+            },
+            act(
+                3,
+                -1,
+                Action::Rm(pb::FileActionRm {
+                    path: "/etc".into(),
+                    allow_not_found: false,
+                    allow_wildcard: false,
+                }),
+            ),
+        ],
+    ));
+    let mid = def.add(file(
+        &[&base, &l],
+        vec![act(
+            0,
+            1,
+            Action::Copy(pb::FileActionCopy {
+                attempt_unpack_docker_compatibility: true,
+                ..copy("/pkg.tar.gz", "/")
+            }),
+        )],
+    ));
+    let (s, _) = session(&[("context", ctx.path())]);
+    let r_top = e.solve(&def.finish(&top), s.clone()).await.unwrap();
+    assert_eq!(e.read_file(&r_top, "/keep", 0, None).unwrap(), b"changed");
+    assert!(e.stat(&r_top, "/etc").is_err());
+    let r_mid = e.solve(&def.finish(&mid), s.clone()).await.unwrap();
+    assert_eq!(
+        e.read_file(&r_mid, "/etc/conf", 0, None).unwrap(),
+        b"from-tar"
+    );
+    assert_eq!(e.read_file(&r_mid, "/keep", 0, None).unwrap(), b"keep");
+    let r_base = e.solve(&def.finish(&base), s).await.unwrap();
+    assert_eq!(e.read_file(&r_base, "/etc/conf", 0, None).unwrap(), b"base");
+    assert_eq!(e.read_file(&r_base, "/keep", 0, None).unwrap(), b"keep");
+}
