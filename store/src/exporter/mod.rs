@@ -98,6 +98,12 @@ impl DestWriter {
                     path: dest.clone(),
                     source: e.into_error(),
                 })?;
+                // Temp files are created 0600; an exported file is for sharing.
+                // (Reading the umask would mean setting it, which races with
+                // other threads, so the mode is fixed.)
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+                    .map_err(Error::io_at("chmod", tmp.path()))?;
                 tmp.persist(&dest).map_err(|e| Error::IoAt {
                     op: "rename export file to",
                     path: dest,
