@@ -33,6 +33,10 @@ pub struct RegistryOptions {
     pub max_manifest_size: u64,
     /// Largest image config accepted.
     pub max_config_size: u64,
+    /// Give up connecting after this long.
+    pub connect_timeout: std::time::Duration,
+    /// Give up when a response stalls (no bytes) this long.
+    pub read_timeout: std::time::Duration,
 }
 
 impl Default for RegistryOptions {
@@ -44,6 +48,8 @@ impl Default for RegistryOptions {
             max_concurrent: 4,
             max_manifest_size: 4 * 1024 * 1024,
             max_config_size: 16 * 1024 * 1024,
+            connect_timeout: std::time::Duration::from_secs(30),
+            read_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -160,6 +166,8 @@ impl RegistryClient {
                     protocol,
                     max_concurrent_download: self.opts.max_concurrent,
                     max_concurrent_upload: self.opts.max_concurrent,
+                    connect_timeout: Some(self.opts.connect_timeout),
+                    read_timeout: Some(self.opts.read_timeout),
                     ..Default::default()
                 }))
             })

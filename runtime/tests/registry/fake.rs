@@ -114,6 +114,10 @@ fn serve(
             body: br#"{"errors":[{"code":"NOT_FOUND","message":"no such thing"}]}"#.to_vec(),
         }
     };
+    if path.contains("/stall/") {
+        // A registry that accepts the request and then says nothing.
+        std::thread::sleep(std::time::Duration::from_secs(10));
+    }
     let mut out = conn;
     write!(out, "HTTP/1.1 {} X\r\n", reply.status)?;
     for (k, v) in &reply.headers {

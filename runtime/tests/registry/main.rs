@@ -481,3 +481,26 @@ async fn large_blobs_stream_both_ways() {
     assert_eq!(dst.read(&big_d).unwrap(), big);
     assert_eq!(dst.read(&small_d).unwrap(), small);
 }
+
+#[tokio::test]
+async fn stalled_registry_times_out() {
+    let reg = fake::start("t", HashMap::new());
+    let mut opts = RegistryOptions {
+        docker_config: Some("/nonexistent/kiln/config.json".into()),
+        read_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    opts.credentials.insert(
+        reg.host.clone(),
+        Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        },
+    );
+    let client = RegistryClient::new(opts);
+    let r: ImageRef = format!("{}/x/stall/app", reg.host).parse().unwrap();
+    let start = std::time::Instant::now();
+    let e = client.resolve(&r, &Platform::default()).await.unwrap_err();
+    assert!(start.elapsed() < std::time::Duration::from_secs(8), "{e}");
+    assert!(e.to_string().contains("x/stall/app"), "{e}");
+}
