@@ -87,6 +87,45 @@ fn render_warnings(ws: &[Warning]) -> String {
     out
 }
 
+/// `Definition.source`: the files, then each op's location (ops by their
+/// position in `llb.jsonl`).
+fn render_sources(def: &Definition) -> String {
+    let mut out = String::new();
+    let Some(src) = def.source() else {
+        return out;
+    };
+    for info in &src.infos {
+        out.push_str(&format!(
+            "file {} ({}, {} bytes)\n",
+            info.filename,
+            info.language,
+            info.data.len()
+        ));
+    }
+    for (i, e) in def.entries().iter().enumerate() {
+        if let Some(locs) = src.locations.get(e.digest.as_str()) {
+            for l in &locs.locations {
+                let ranges: Vec<String> = l
+                    .ranges
+                    .iter()
+                    .map(|r| {
+                        let line = |p: &Option<kiln_frontend::llb::pb::Position>| {
+                            p.as_ref().map_or(0, |p| p.line)
+                        };
+                        format!("{}-{}", line(&r.start), line(&r.end))
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "op {i}: source {} lines {}\n",
+                    l.source_index,
+                    ranges.join(",")
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The files a case produces: name → content.
 fn run_case(dir: &Path) -> BTreeMap<&'static str, String> {
     let source = fs::read(dir.join("Dockerfile")).expect("case has a Dockerfile");
@@ -107,11 +146,12 @@ fn run_case(dir: &Path) -> BTreeMap<&'static str, String> {
                 "{}: config bytes differ between runs",
                 dir.display()
             );
-            let dumped = match Definition::decode(&def) {
-                Ok(d) => dump::dump_json_lines(&d),
-                Err(_) => String::new(),
+            let (dumped, sources) = match Definition::decode(&def) {
+                Ok(d) => (dump::dump_json_lines(&d), render_sources(&d)),
+                Err(_) => (String::new(), String::new()),
             };
             out.insert("llb.jsonl", dumped);
+            out.insert("source.txt", sources);
             let v: serde_json::Value = serde_json::from_slice(&config).expect("config is JSON");
             out.insert(
                 "config.json",
@@ -151,7 +191,13 @@ fn golden_cases() {
             .to_string_lossy()
             .into_owned();
         let got = run_case(dir);
-        for file in ["llb.jsonl", "config.json", "warnings.txt", "error.txt"] {
+        for file in [
+            "llb.jsonl",
+            "source.txt",
+            "config.json",
+            "warnings.txt",
+            "error.txt",
+        ] {
             let path = dir.join(file);
             let want = fs::read_to_string(&path).ok();
             let have = got.get(file);

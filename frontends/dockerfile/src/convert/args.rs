@@ -24,6 +24,10 @@ pub(crate) const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// Args that never reach the environment.
+pub(crate) const NON_ENV_ARGS: [&str; 2] =
+    ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
+
 /// Build args the frontend itself understands; never reported as unused.
 pub(crate) fn is_builtin_arg(k: &str) -> bool {
     PROXY_ARGS.contains(&k)

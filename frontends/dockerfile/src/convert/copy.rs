@@ -189,7 +189,7 @@ pub(crate) fn dispatch(
                 doc.content.clone()
             };
             if doc.expand {
-                let mut lex = Lexer::new(esc);
+                let mut lex = Lexer::new('\\');
                 lex.skip_process_quotes = true;
                 data = lex
                     .process(&data, &vars)
@@ -238,6 +238,17 @@ pub(crate) fn dispatch(
     };
     let unpack = f.one("unpack").map(|v| v == "true");
 
+    if let Some(v) = f.one("from")
+        && shell::process_word(v, &Vec::<(String, String)>::new(), esc)
+            .ok()
+            .as_deref()
+            != Some(v)
+    {
+        return Err(ctx.err.at(
+            node,
+            "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+        ));
+    }
     let source = match f.one("from") {
         Some(v) => {
             let d = from::from_source(ctx, v, node, run.index)?;

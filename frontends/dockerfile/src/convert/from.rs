@@ -14,10 +14,21 @@ use crate::shell;
 
 /// What a base is before its op is named.
 pub(crate) enum BaseSource {
-    /// An existing state (scratch, a stage, a named context).
-    Ready(Box<State>),
+    /// `scratch`.
+    Scratch,
+    /// An earlier stage: its state (settings included) and its args.
+    Stage(Box<State>, Vec<(String, String)>),
+    /// A named context.
+    Named(Box<State>),
     /// An image to pull, `name:tag@digest`.
     Image(String),
+}
+
+impl BaseSource {
+    /// Whether the `FROM` counts as a step of its own (`[1/N] FROM …`).
+    pub fn is_step(&self) -> bool {
+        matches!(self, BaseSource::Named(_) | BaseSource::Image(_))
+    }
 }
 
 /// A resolved `FROM`.
@@ -47,23 +58,6 @@ pub(crate) fn apply_config(mut state: State, image: &ImageSpec) -> State {
         state = state.user(image.config.user.clone());
     }
     state
-}
-
-/// Resets a stage state's environment to its image's `Env` (stage args do
-/// not leak into the stages built on it).
-fn reset_env(state: State, image: &ImageSpec) -> State {
-    let mut s = state;
-    for kv in s.env() {
-        let k = kv
-            .split_once('=')
-            .map_or(kv.as_str(), |(k, _)| k)
-            .to_string();
-        s = s.del_env(&k);
-    }
-    for (k, v) in image.env_pairs() {
-        s = s.add_env(k, v);
-    }
-    s
 }
 
 /// Resolves an image reference: normalised name pinned to its digest and the
@@ -164,7 +158,7 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
     if name.eq_ignore_ascii_case("scratch") {
         let image = ImageSpec::empty(&platform.os, &platform.architecture, &platform.variant);
         return Ok(Base {
-            source: BaseSource::Ready(Box::new(State::scratch())),
+            source: BaseSource::Scratch,
             image,
             platform,
         });
@@ -177,7 +171,7 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
             d.platform.clone()
         };
         return Ok(Base {
-            source: BaseSource::Ready(Box::new(reset_env(d.state, &d.image))),
+            source: BaseSource::Stage(Box::new(d.state), d.args),
             image: d.image,
             platform,
         });
@@ -185,7 +179,7 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
     if let Some(value) = ctx.opts.named_contexts.get(&name).cloned() {
         let d = named_context(ctx, &name, &value, node, &platform)?;
         return Ok(Base {
-            source: BaseSource::Ready(Box::new(d.state)),
+            source: BaseSource::Named(Box::new(d.state)),
             image: d.image,
             platform: d.platform,
         });
@@ -208,7 +202,15 @@ pub(crate) fn materialize(
 ) -> Result<(), FrontendError> {
     let platform = run.platform.clone();
     let state = match source {
-        BaseSource::Ready(s) => {
+        BaseSource::Scratch => State::scratch(),
+        BaseSource::Stage(s, args) => {
+            for (k, v) in args {
+                run.declared.insert(k.clone());
+                run.args.push((k, v));
+            }
+            *s
+        }
+        BaseSource::Named(s) => {
             run.prefix("");
             *s
         }
@@ -232,32 +234,26 @@ pub(crate) fn from_source(
     node: &Node,
     current: usize,
 ) -> Result<Dispatched, FrontendError> {
-    let v = shell::process_word(value, &ctx.global_args, ctx.ast.escape)
-        .map_err(|e| ctx.err.at(node, e))?;
+    let v = value.to_string();
     if v.is_empty() {
-        return Err(ctx.err.at(node, format!("--from value {value:?} is empty")));
+        return Err(ctx.err.at(node, "--from value is empty"));
     }
+    let numeric = v.bytes().all(|b| b.is_ascii_digit());
     if let Some(idx) = find_stage(&ctx.stages, &v, ctx.stages.len()) {
-        if idx == current {
-            return Err(ctx
-                .err
-                .at(node, format!("stage {v:?} cannot refer to itself")));
-        }
-        if v.bytes().all(|b| b.is_ascii_digit()) && idx > current {
+        if idx >= current {
+            let cur = ctx.stages[current]
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{current}"));
             return Err(ctx.err.at(
                 node,
-                format!(
-                    "invalid from flag value {v}: refers to current build stage or a later one"
-                ),
+                format!("cannot copy from stage {v:?}, it needs to be defined before current stage {cur:?}"),
             ));
         }
         return stages::dispatch(ctx, idx);
     }
-    if v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ctx.err.at(
-            node,
-            format!("invalid from flag value {v}: index out of bounds"),
-        ));
+    if numeric {
+        return Err(ctx.err.at(node, format!("invalid stage index {v}")));
     }
     let platform = ctx.target_platform.clone();
     if let Some(nc) = ctx.opts.named_contexts.get(&v).cloned() {
@@ -275,6 +271,7 @@ pub(crate) fn from_source(
     let c = Constraints::default().custom_name(format!("FROM {pinned}"));
     let state = image_state(ctx, &pinned, &platform, &c, node)?;
     let d = Dispatched {
+        args: Vec::new(),
         state: apply_config(state, &image),
         image,
         platform,
@@ -300,6 +297,7 @@ pub(crate) fn named_context(
         let c = Constraints::default().custom_name(format!("[context {name}] FROM {pinned}"));
         let state = image_state(ctx, &pinned, platform, &c, node)?;
         Dispatched {
+            args: Vec::new(),
             state: apply_config(state, &image),
             image,
             platform: platform.clone(),
@@ -314,6 +312,7 @@ pub(crate) fn named_context(
             Err(_) => empty(),
         };
         Dispatched {
+            args: Vec::new(),
             state: apply_config(state, &image),
             image,
             platform: platform.clone(),
@@ -324,6 +323,7 @@ pub(crate) fn named_context(
             .custom_name(format!("[context {name}] load from client"))
             .state();
         Dispatched {
+            args: Vec::new(),
             state,
             image: empty(),
             platform: platform.clone(),
@@ -342,6 +342,7 @@ pub(crate) fn named_context(
     } else if value.starts_with("http://") || value.starts_with("https://") {
         if super::copy::is_git_url(value) {
             Dispatched {
+                args: Vec::new(),
                 state: super::copy::git_state(
                     value,
                     false,
@@ -356,6 +357,7 @@ pub(crate) fn named_context(
                 .custom_name(format!("[context {name}] load remote build context"))
                 .state();
             Dispatched {
+                args: Vec::new(),
                 state,
                 image: empty(),
                 platform: platform.clone(),
@@ -363,6 +365,7 @@ pub(crate) fn named_context(
         }
     } else if super::copy::is_git_url(value) {
         Dispatched {
+            args: Vec::new(),
             state: super::copy::git_state(
                 value,
                 false,

@@ -157,14 +157,11 @@ pub(crate) fn dispatch(
                     ports.extend(parse_port(ctx, node, &word)?);
                 }
             }
-            ports.sort();
-            ports.dedup();
-            let shown: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+            let shown = format!("EXPOSE [{}]", ports.join(" "));
             for p in ports {
                 run.image.config.exposed_ports.insert(p);
             }
-            run.image
-                .history(format!("EXPOSE map[{}]", shown.join(" ")), true);
+            run.image.history(shown, true);
         }
         "volume" => {
             if node.args.is_empty() {
@@ -222,7 +219,7 @@ pub(crate) fn dispatch(
                     MkdirOptions {
                         make_parents: true,
                         owner,
-                        timestamp: None,
+                        timestamp: run.epoch_ns,
                     },
                 );
                 run.state = run.state.file_with(action, c);
@@ -233,7 +230,7 @@ pub(crate) fn dispatch(
         }
         "cmd" | "entrypoint" => {
             let upper = name.to_ascii_uppercase();
-            if !node.json && !node.args.is_empty() {
+            if !node.json && !node.args.is_empty() && run.image.config.shell.is_none() {
                 ctx.warn(
                     Some(node),
                     format!("JSON arguments recommended for {upper} to prevent unintended behavior related to OS signals"),
@@ -244,6 +241,7 @@ pub(crate) fn dispatch(
             let shown = go_list(&args);
             if name == "cmd" {
                 run.image.config.cmd = Some(args);
+                run.image.config.args_escaped = true;
                 run.cmd_set = true;
             } else {
                 run.image.config.entrypoint = Some(args);
@@ -264,7 +262,7 @@ pub(crate) fn dispatch(
             }
             run.image.config.shell = Some(node.args.clone());
             run.image
-                .history(format!("SHELL {}", go_list(&node.args)), true);
+                .history(format!("SHELL [{}]", node.args.join(" ")), true);
         }
         "stopsignal" => {
             let raw = single_arg(ctx, node, "STOPSIGNAL")?;
@@ -277,12 +275,9 @@ pub(crate) fn dispatch(
         }
         "healthcheck" => {
             let hc = healthcheck(ctx, run, node)?;
+            let shown = healthcheck_history(&hc);
             run.image.config.healthcheck = Some(hc);
-            let text = node.original.trim();
-            let rest = text
-                .split_once(char::is_whitespace)
-                .map_or("", |(_, r)| r.trim());
-            run.image.history(format!("HEALTHCHECK {rest}"), true);
+            run.image.history(format!("HEALTHCHECK {shown}"), true);
         }
         "onbuild" => {
             let text = node.original.trim();
@@ -293,7 +288,6 @@ pub(crate) fn dispatch(
                 return Err(ctx.err.at(node, "ONBUILD requires at least one argument"));
             }
             run.image.config.on_build.push(expr.to_string());
-            run.image.history(format!("ONBUILD {expr}"), true);
         }
         "maintainer" => {
             let m = single_arg(ctx, node, "MAINTAINER")?;
@@ -443,4 +437,86 @@ fn healthcheck(ctx: &Ctx<'_>, run: &StageRun, node: &Node) -> Result<Value, Fron
         }
     }
     Ok(Value::Object(hc))
+}
+
+/// Go's `time.Duration.String`.
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".to_string();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let u = ns.unsigned_abs();
+    let frac = |v: u64, div: u64, digits: usize| -> String {
+        let int = v / div;
+        let rem = v % div;
+        if rem == 0 {
+            int.to_string()
+        } else {
+            let f = format!("{rem:0digits$}");
+            format!("{int}.{}", f.trim_end_matches('0'))
+        }
+    };
+    let body = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}\u{b5}s", frac(u, 1_000, 3))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", frac(u, 1_000_000, 6))
+    } else {
+        let secs = u / 1_000_000_000;
+        let (h, m, sec) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+        let mut out = String::new();
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        out.push_str(&frac(
+            sec * 1_000_000_000 + u % 1_000_000_000,
+            1_000_000_000,
+            9,
+        ));
+        out.push('s');
+        out
+    };
+    format!("{sign}{body}")
+}
+
+/// The history text of a healthcheck, shaped like Go's `%+v` of Docker's
+/// `HealthConfig`.
+fn healthcheck_history(hc: &Value) -> String {
+    let test: Vec<String> = hc
+        .get("Test")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let d = |k: &str| go_duration(hc.get(k).and_then(Value::as_i64).unwrap_or(0));
+    format!(
+        "{{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        test.join(" "),
+        d("Interval"),
+        d("Timeout"),
+        d("StartPeriod"),
+        d("StartInterval"),
+        hc.get("Retries").and_then(Value::as_i64).unwrap_or(0)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(2_500_000), "2.5ms");
+    }
 }

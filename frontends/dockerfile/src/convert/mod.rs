@@ -228,6 +228,9 @@ pub(crate) struct Dispatched {
     pub state: State,
     pub image: ImageSpec,
     pub platform: pb::Platform,
+    /// Args declared in the stage (with values); stages built on this one
+    /// inherit them, as in BuildKit.
+    pub args: Vec<(String, String)>,
 }
 
 /// Conversion state shared by all stages.
@@ -313,6 +316,9 @@ pub fn dockerfile_to_llb(
     resolver: &dyn ImageResolver,
 ) -> Result<Converted, FrontendError> {
     let err = ErrCtx::new(&opts.filename, source);
+    if source.is_empty() {
+        return Err(FrontendError::new("the Dockerfile cannot be empty"));
+    }
     let ast = parser::parse(source).map_err(|e| err.parse(&e))?;
     let mut warnings: Vec<Warning> = ast
         .warnings
@@ -338,6 +344,7 @@ pub fn dockerfile_to_llb(
         definition: opts.dockerfile_definition.clone(),
     });
     let n = stage_defs.len();
+    let stage_count = n + stages::implicit_refs(&stage_defs);
     let mut ctx = Ctx {
         opts,
         resolver,
@@ -355,14 +362,13 @@ pub fn dockerfile_to_llb(
         used_build_args: BTreeSet::new(),
         target_platform,
         build_platform,
-        stage_count: n,
+        stage_count,
     };
     args::eval_global(&mut ctx, &meta_args)?;
 
     let target = match &opts.target {
-        Some(t) if !t.is_empty() => find_stage(&ctx.stages, t, n).ok_or_else(|| {
-            FrontendError::new(format!("failed to reach build target {t} in Dockerfile"))
-        })?,
+        Some(t) if !t.is_empty() => find_stage(&ctx.stages, t, n)
+            .ok_or_else(|| FrontendError::new(format!("target stage {t:?} could not be found")))?,
         _ => n - 1,
     };
     let out = stages::dispatch(&mut ctx, target)?;
@@ -386,6 +392,14 @@ pub fn dockerfile_to_llb(
     }
 
     let mut image = out.image.clone();
+    if let Some(p) = &opts.target_platform {
+        let same = image.os == p.os && image.architecture == p.architecture;
+        image.os = p.os.clone();
+        image.architecture = p.architecture.clone();
+        if p.variant.is_some() || !same {
+            image.variant = p.variant.clone().unwrap_or_default();
+        }
+    }
     for (k, v) in &opts.labels {
         image.config.labels.insert(k.clone(), v.clone());
     }

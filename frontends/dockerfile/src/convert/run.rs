@@ -11,7 +11,7 @@ use kiln_frontend::llb::pb;
 use super::dockerignore::clean;
 use super::flags;
 use super::from;
-use super::stages::{self, StageRun, display_name};
+use super::stages::{self, StageRun, run_display_name};
 use super::{Ctx, args};
 use crate::parser::{Node, chomp_heredoc_content, parse_heredoc};
 use crate::shell;
@@ -242,10 +242,10 @@ fn parse_mount(
 
 /// Heredoc summary for progress names: the first line, `...` when more.
 fn summarize_heredoc(doc: &str) -> String {
-    let doc = doc.trim();
+    let doc = doc.trim().replace("\r\n", "\n");
     match doc.split_once('\n') {
-        Some((first, _)) => format!("{}...", first.trim_end()),
-        None => doc.to_string(),
+        Some((first, _)) => format!("{first}..."),
+        None => doc,
     }
 }
 
@@ -274,7 +274,7 @@ pub(crate) fn dispatch(
     }
     let mut args: Vec<String> = node.args.clone();
     let mut script_mount: Option<State> = None;
-    let mut name = display_name(ctx, run, &node.original);
+    let mut custom = node.original.trim().to_string();
     if !node.heredocs.is_empty() && !node.json {
         let first = &node.heredocs[0];
         let whole = parse_heredoc(args[0].trim()).ok().flatten();
@@ -299,7 +299,7 @@ pub(crate) fn dispatch(
             } else {
                 args = vec![data];
             }
-            name = format!("{name} ({})", summarize_heredoc(&first.content));
+            custom = format!("{custom} ({})", summarize_heredoc(&first.content));
         } else {
             let mut full = args[0].clone();
             for doc in &node.heredocs {
@@ -310,26 +310,34 @@ pub(crate) fn dispatch(
             args = vec![full];
         }
     }
-    let argv = if node.json || script_mount.is_some() {
-        args
-    } else {
-        super::meta::with_shell(run, node, &args)
-    };
+    let argv = super::meta::with_shell(run, node, &args);
 
+    let mut vars = run.vars();
+    let esc = ctx.ast.escape;
+    let mut mounts = Vec::new();
+    {
+        let expand = |w: &str| shell::process_word(w, &vars, esc).map_err(|e| e.to_string());
+        for raw in f.many("mount") {
+            let m = parse_mount(raw, &expand).map_err(|e| {
+                ctx.err
+                    .at(node, format!("failed to parse --mount={raw}: {e}"))
+            })?;
+            mounts.push(m);
+        }
+    }
+    // Variables filled from secrets are masked in the progress name.
+    for m in &mounts {
+        if let Some(env) = &m.env {
+            vars.push((env.clone(), "****".to_string()));
+        }
+    }
+    let name = run_display_name(ctx, &vars, &custom);
     let c = run.constraints(ctx, node, &name);
     let mut exec: Exec = run.state.run(argv.clone()).with_constraints(&c);
     if let Some(st) = &script_mount {
         exec = exec.mount(Mount::bind("/dev/pipes/", st).selector("/").readonly());
     }
-
-    let vars = run.vars();
-    let esc = ctx.ast.escape;
-    let expand = |w: &str| shell::process_word(w, &vars, esc).map_err(|e| e.to_string());
-    for raw in f.many("mount") {
-        let m = parse_mount(raw, &expand).map_err(|e| {
-            ctx.err
-                .at(node, format!("failed to parse --mount={raw}: {e}"))
-        })?;
+    for m in mounts {
         exec = add_mount(ctx, run, node, exec, m)?;
     }
 
@@ -372,7 +380,7 @@ pub(crate) fn dispatch(
     }
     let es = exec.build().map_err(|e| ctx.err.at(node, e))?;
     run.state = es.root();
-    let env = run.image.env_pairs();
+    let env = run.vars();
     let shown_args: Vec<(String, String)> = run
         .args
         .iter()
@@ -412,6 +420,9 @@ fn add_mount(
                 None => Ok(None),
             }
         };
+    if target.as_deref() == Some("/") {
+        return Err(ctx.err.at(node, "invalid mount target \"/\""));
+    }
     let selector = |s: &Option<String>| -> Option<String> {
         s.as_deref()
             .map(|s| clean(&format!("/{s}")))
@@ -490,22 +501,36 @@ fn add_mount(
             Ok(exec.mount(mount))
         }
         "secret" => {
-            let id =
-                m.id.clone()
-                    .filter(|s| !s.is_empty())
-                    .or_else(|| {
-                        target
-                            .as_deref()
-                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                    })
-                    .or_else(|| m.env.clone())
-                    .unwrap_or_default();
+            let raw_target = m.target.clone().filter(|t| !t.is_empty());
+            let id = match m
+                .source
+                .clone()
+                .or_else(|| m.id.clone())
+                .filter(|s| !s.is_empty())
+            {
+                Some(id) => id,
+                None => match &raw_target {
+                    Some(t) => t
+                        .trim_end_matches('/')
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(t)
+                        .to_string(),
+                    None => {
+                        return Err(ctx
+                            .err
+                            .at(node, "secret mount: one of source, target required"));
+                    }
+                },
+            };
+            let target = raw_target;
             let mut exec = exec;
             if let Some(env) = &m.env {
                 exec = exec.secret_env(id.clone(), env.clone(), !m.required);
             }
             if m.env.is_none() || target.is_some() {
-                let dest = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                let base = id.rsplit('/').next().unwrap_or(&id).to_string();
+                let dest = target.unwrap_or_else(|| format!("/run/secrets/{base}"));
                 exec = exec.secret(SecretMount {
                     id,
                     dest,

@@ -251,6 +251,55 @@ pub(crate) fn split(
     Ok((meta, stages))
 }
 
+/// How many `--from` references name no stage (images, named contexts) plus
+/// cache mounts without `from`: BuildKit counts each as a state of its own,
+/// which decides whether stage names are printed.
+pub(crate) fn implicit_refs(stages: &[StageDef]) -> usize {
+    let is_stage = |v: &str| {
+        let lower = v.to_ascii_lowercase();
+        stages
+            .iter()
+            .any(|s| s.name.as_deref() == Some(lower.as_str()))
+            || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut n = 0;
+    for node in stages.iter().flat_map(|s| s.commands.iter()) {
+        let name = node.name();
+        let Ok(f) = flags::parse(&node.flags, flag_defs(&name)) else {
+            continue;
+        };
+        match name.as_str() {
+            "copy" => {
+                if let Some(v) = f.one("from")
+                    && !is_stage(v)
+                {
+                    n += 1;
+                }
+            }
+            "run" => {
+                for m in f.many("mount") {
+                    let fields: Vec<(String, String)> = m
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let get =
+                        |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+                    match get("from") {
+                        Some(v) if !is_stage(v) => n += 1,
+                        None if get("type").is_some_and(|t| t.eq_ignore_ascii_case("cache")) => {
+                            n += 1
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
 /// Dispatches a stage once; later calls return the same result.
 pub(crate) fn dispatch(ctx: &mut Ctx<'_>, idx: usize) -> Result<Dispatched, FrontendError> {
     if let Some(d) = &ctx.done[idx] {
@@ -291,31 +340,41 @@ pub(crate) struct StageRun {
     pub declared: BTreeSet<String>,
     /// `CMD` seen in this stage.
     pub cmd_set: bool,
+    /// Dispatching an ONBUILD trigger of the base.
+    pub on_build: bool,
+    /// `SOURCE_DATE_EPOCH` in nanoseconds, for created files.
+    pub epoch_ns: Option<i64>,
     pub ignore_cache: bool,
     /// Index of the stage in the file (progress group ids).
     pub index: usize,
 }
 
 impl StageRun {
-    /// The variables instructions expand against: args, then ENV (ENV wins).
+    /// The variables instructions expand against: the state's environment
+    /// (image `Env`, `ENV` and `ARG` values, the later setting winning).
     pub fn vars(&self) -> Vec<(String, String)> {
-        let mut v = self.args.clone();
-        v.extend(self.image.env_pairs());
-        v
+        self.state
+            .env()
+            .into_iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv, String::new()),
+            })
+            .collect()
     }
 
     pub fn is_declared(&self, k: &str) -> bool {
         self.declared.contains(k)
     }
 
-    /// Records an `ARG`; with a value it also reaches `RUN`'s environment,
-    /// unless an `ENV` of the same name shadows it.
+    /// Records an `ARG`; with a value it also reaches the environment of
+    /// later `RUN`s (not the image config).
     pub fn declare_arg(&mut self, k: &str, value: Option<String>) {
         self.declared.insert(k.to_string());
         if let Some(v) = value {
             self.args.retain(|(a, _)| a != k);
             self.args.push((k.to_string(), v.clone()));
-            if !self.image.env_pairs().iter().any(|(e, _)| e == k) {
+            if !super::args::NON_ENV_ARGS.contains(&k) {
                 self.state = self.state.add_env(k, v);
             }
         }
@@ -343,10 +402,11 @@ impl StageRun {
             out.push_str(&self.display);
             out.push(' ');
         }
-        out.push_str(&format!(
-            "{:>width$}/{}] {s}",
-            self.cmd_index, self.cmd_total
-        ));
+        out.push_str(&format!("{:>width$}/{}] ", self.cmd_index, self.cmd_total));
+        if self.on_build {
+            out.push_str("ONBUILD ");
+        }
+        out.push_str(s);
         out
     }
 
@@ -364,14 +424,31 @@ impl StageRun {
     }
 }
 
-/// `RUN echo $X` → `RUN echo <value>` for progress names; the text stays as
-/// written when it does not expand.
+/// `COPY $SRC /dst` → `COPY <value> /dst` for progress names: the
+/// instruction text expanded like a word (quotes removed); the text stays
+/// as written when it does not expand.
 pub(crate) fn display_name(ctx: &Ctx<'_>, run: &StageRun, text: &str) -> String {
-    let text = text.trim();
+    display_with(ctx, shell::Lexer::new(ctx.ast.escape), &run.vars(), text)
+}
+
+/// The progress name of a `RUN`: quotes and unset variables are kept, and
+/// variables filled from secrets show as `****`.
+pub(crate) fn run_display_name(ctx: &Ctx<'_>, vars: &[(String, String)], text: &str) -> String {
     let mut lex = shell::Lexer::new(ctx.ast.escape);
+    lex.raw_quotes = true;
     lex.skip_unset_env = true;
+    display_with(ctx, lex, vars, text)
+}
+
+fn display_with(
+    _ctx: &Ctx<'_>,
+    lex: shell::Lexer,
+    vars: &[(String, String)],
+    text: &str,
+) -> String {
+    let text = text.trim();
     let expanded = lex
-        .process(text, &run.vars())
+        .process(text, vars)
         .map(|e| e.result)
         .unwrap_or_else(|_| text.to_string());
     match expanded.split_once(char::is_whitespace) {
@@ -402,17 +479,25 @@ fn run_stage(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Dispatched, FrontendEr
             .clone()
             .unwrap_or_else(|| format!("stage-{}", def.index))
     };
-    let cmd_total = 1 + triggers
-        .iter()
-        .chain(def.commands.iter())
-        .filter(|n| makes_op(n))
-        .count();
+    let cmd_total = usize::from(base.source.is_step())
+        + triggers.len()
+        + def.commands.iter().filter(|n| makes_op(n)).count();
     let mut image = base.image.clone();
     image.config.on_build.clear();
+    image.created = None;
+    let mut epoch_ns = None;
     if let Some(epoch) = ctx.opts.build_args.get("SOURCE_DATE_EPOCH")
         && let Ok(secs) = epoch.trim().parse::<i64>()
     {
         image.created = Some(super::image::rfc3339(secs));
+        epoch_ns = secs.checked_mul(1_000_000_000);
+    }
+    // PATH is always set (except on Windows).
+    if base.platform.os != "windows" && !image.env_pairs().iter().any(|(k, _)| k == "PATH") {
+        image
+            .config
+            .env
+            .push(format!("PATH={}", super::image::DEFAULT_PATH));
     }
     let mut run = StageRun {
         display,
@@ -425,17 +510,25 @@ fn run_stage(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Dispatched, FrontendEr
         args: Vec::new(),
         declared: BTreeSet::new(),
         cmd_set: false,
+        on_build: false,
+        epoch_ns,
         ignore_cache: ctx.opts.ignores_cache(def.name.as_deref()),
         index: def.index,
     };
     from::materialize(ctx, &mut run, base.source, &def.from)?;
-    for node in triggers.iter().chain(def.commands.iter()) {
+    run.on_build = true;
+    for node in &triggers {
+        dispatch_command(ctx, &mut run, node)?;
+    }
+    run.on_build = false;
+    for node in &def.commands {
         dispatch_command(ctx, &mut run, node)?;
     }
     Ok(Dispatched {
         state: run.state,
         image: run.image,
         platform: run.platform,
+        args: run.args,
     })
 }
 
