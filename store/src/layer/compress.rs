@@ -185,10 +185,11 @@ pub fn is_tar_header(block: &[u8]) -> bool {
     let field = &block[148..156];
     let text: String = field
         .iter()
-        .take_while(|b| **b != 0 && **b != b' ')
+        .skip_while(|b| **b == b' ' || **b == 0)
+        .take_while(|b| (b'0'..=b'7').contains(*b))
         .map(|b| *b as char)
         .collect();
-    let Ok(want) = u32::from_str_radix(text.trim(), 8) else {
+    let Ok(want) = u32::from_str_radix(&text, 8) else {
         return false;
     };
     let sum: u32 = block[..512]
