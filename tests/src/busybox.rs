@@ -3,7 +3,9 @@
 //! with applet symlinks, `/etc/passwd`, `/etc/group`, `/tmp` 1777 and the
 //! usual empty dirs; one gzip layer written reproducibly (GNU tar sorted by
 //! name, numeric owners 0/0, mtimes fixed to `SOURCE_DATE_EPOCH`, `gzip -n`);
-//! an OCI image layout; pushed with `skopeo copy`.
+//! an OCI image layout; pushed with `skopeo copy`. The layout is byte for
+//! byte the script's (same manifest digest, checked by a test), so kiln and
+//! the peer tools in benchmarks start from the same base image.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -224,7 +226,10 @@ pub fn oci_layout_dir(dest: &Path) -> BaseImage {
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_hex}")] },
         "history": [{
             "created": created,
-            "created_by": format!("kiln e2e fixture: busybox-static {}", busybox_version()),
+            "created_by": format!(
+                "peers/make-base-image.sh: busybox-static {}",
+                busybox_version()
+            ),
         }],
     });
     let cfg_file = work.path().join("config.json");
@@ -337,6 +342,41 @@ mod tests {
             .join("blobs/sha256")
             .join(a.layer_digest.trim_start_matches("sha256:"));
         assert!(blob.is_file());
+    }
+
+    /// Same bytes as the shared peers script, so kiln and the peer tools
+    /// start from one base image digest.
+    #[test]
+    fn matches_the_peers_script() {
+        let script = crate::workspace_root().join("../shared/peers/make-base-image.sh");
+        if !available() || !script.is_file() || !crate::require_tool("jq") {
+            return;
+        }
+        let d = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(d.path())
+            .arg("--no-push")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("run make-base-image.sh");
+        if !out.status.success() {
+            // The script needs skopeo & co. even without pushing; that is
+            // the script's business, not this fixture's.
+            eprintln!(
+                "SKIPPING comparison: make-base-image.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let theirs =
+            std::fs::read_to_string(d.path().join("base/busybox/oci.digest")).expect("oci.digest");
+        // Compare at the script's default epoch.
+        if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+            return;
+        }
+        let ours = oci_layout_dir(&d.path().join("ours"));
+        assert_eq!(ours.manifest_digest, theirs.trim());
     }
 
     #[test]
