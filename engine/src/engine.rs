@@ -221,6 +221,17 @@ impl Engine {
         &self.worker.records
     }
 
+    /// Cache records with their sizes, most recently used first.
+    pub fn du(&self) -> Result<Vec<crate::gc::UsageRecord>> {
+        crate::gc::du(&self.worker)
+    }
+
+    /// Removes cache records (and snapshots nothing uses any more); returns
+    /// the removed records.
+    pub fn prune(&self, opts: &crate::gc::PruneOptions) -> Result<Vec<crate::gc::UsageRecord>> {
+        crate::gc::prune(&self.worker, opts)
+    }
+
     /// Solves an encoded `pb.Definition` and returns the head's result.
     pub async fn solve(&self, def: &[u8], session: Arc<Session>) -> Result<SolvedRef, SolveError> {
         let def = Definition::decode(def)?;

@@ -9,6 +9,7 @@ pub mod cachekey;
 mod engine;
 mod export;
 pub mod fsutil;
+mod gc;
 pub mod ops;
 pub mod patterns;
 pub mod progress;
@@ -19,5 +20,6 @@ pub mod solver;
 pub use engine::{
     Engine, EngineConfig, ExportResult, FileStat, SolveError, SolvedRef, vertex_name,
 };
+pub use gc::{PruneOptions, UsageRecord};
 pub use progress::{Progress, ProgressMode};
 pub use session::{CancellationToken, Session};

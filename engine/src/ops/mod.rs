@@ -228,12 +228,12 @@ impl CacheStore<Ref> for RecordCache {
         Ok(Some(out))
     }
 
-    fn save(&self, key: &CacheKey, results: &[Ref]) -> Result<()> {
+    fn save(&self, key: &CacheKey, results: &[Ref], description: &str) -> Result<()> {
         let outputs = results
             .iter()
             .map(|r| r.0.as_ref().map(|id| id.as_str().to_owned()))
             .collect();
-        self.worker.records.save(key, outputs, "")
+        self.worker.records.save(key, outputs, description)
     }
 }
 

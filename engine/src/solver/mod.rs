@@ -97,8 +97,9 @@ pub trait Op<R>: Send + Sync {
 pub trait CacheStore<R>: Send + Sync {
     /// Looks up a record.
     fn load(&self, key: &CacheKey) -> anyhow::Result<Option<Vec<R>>>;
-    /// Stores a record (replacing an older one).
-    fn save(&self, key: &CacheKey, results: &[R]) -> anyhow::Result<()>;
+    /// Stores a record (replacing an older one); `description` names the
+    /// vertex that produced it.
+    fn save(&self, key: &CacheKey, results: &[R], description: &str) -> anyhow::Result<()>;
 }
 
 /// Identity of a vertex for progress reporting.
@@ -359,7 +360,7 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
                 return Err(self.fail(&env, e));
             }
         };
-        if let Err(e) = env.cache.save(&key, &results) {
+        if let Err(e) = env.cache.save(&key, &results, &self.info.name) {
             env.progress
                 .completed(&self.info, started, Some(&format!("{e:#}")));
             return Err(self.fail(&env, e.context("saving the cache record")));

@@ -478,3 +478,40 @@ async fn file_ops_never_change_their_base() {
     assert_eq!(e.read_file(&r_base, "/etc/conf", 0, None).unwrap(), b"base");
     assert_eq!(e.read_file(&r_base, "/keep", 0, None).unwrap(), b"keep");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_snapshots_are_misses_and_prune_empties_the_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let e = engine(root.path());
+    let mut def = Def::default();
+    let a = def.add(file(&[], vec![act(-1, -1, mkfile("/a", b"1"))]));
+    def.name(&a, "make a");
+    let b = def.add(file(&[&a], vec![act(0, -1, mkfile("/b", b"2"))]));
+    let bytes = def.finish(&b);
+    let (s, _) = session(&[]);
+    let r = e.solve(&bytes, s).await.unwrap();
+    let du = e.du().unwrap();
+    assert_eq!(du.len(), 2);
+    assert!(du.iter().any(|u| u.description == "make a"), "{du:?}");
+    // As after a crash between commit and record: the record names a
+    // snapshot that is gone. The record is ignored and the vertex re-runs.
+    let id = r.snapshot.clone().unwrap();
+    let committed = root.path().join("snapshots/v1/committed").join(id.as_str());
+    fs_err::remove_dir_all(&committed).unwrap();
+    let _ = fs_err::remove_dir_all(root.path().join("snapshots/v1/views").join(id.as_str()));
+    let (s, buf) = session(&[]);
+    let r2 = e.solve(&bytes, s).await.unwrap();
+    assert_eq!(count(&buf.text(), "CACHED"), 1, "{}", buf.text());
+    assert_eq!(e.read_file(&r2, "/b", 0, None).unwrap(), b"2");
+    let removed = e
+        .prune(&kiln_engine::PruneOptions {
+            all: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(removed.len(), 2);
+    assert!(e.du().unwrap().is_empty());
+    let (s, buf) = session(&[]);
+    e.solve(&bytes, s).await.unwrap();
+    assert_eq!(count(&buf.text(), " DONE "), 2, "{}", buf.text());
+}
