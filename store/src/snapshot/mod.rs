@@ -224,6 +224,7 @@ pub const MAX_OVERLAY_LOWERS: usize = 500;
 #[derive(Clone, Debug)]
 pub struct SnapshotStore {
     root: PathBuf,
+    durable: bool,
 }
 
 impl SnapshotStore {
@@ -233,7 +234,18 @@ impl SnapshotStore {
         for d in ["committed", "active", "views", "tmp", "empty"] {
             fs::create_dir_all(root.join(d)).map_err(Error::io("create snapshot store"))?;
         }
-        Ok(SnapshotStore { root })
+        Ok(SnapshotStore {
+            root,
+            durable: true,
+        })
+    }
+
+    /// Skip the `syncfs` before each commit. Commits stay atomic, but after
+    /// a power loss a committed snapshot may hold truncated files. For tests
+    /// and throwaway stores only.
+    pub fn without_sync(mut self) -> Self {
+        self.durable = false;
+        self
     }
 
     /// Remove what a crash left behind: everything in `tmp/` and `active/`.
@@ -358,11 +370,13 @@ impl SnapshotStore {
         f.write_all(&serde_json::to_vec_pretty(&info).unwrap_or_default())
             .map_err(Error::io("write snapshot metadata"))?;
         // One syncfs makes every file of the diff durable before the rename.
-        rustix::fs::syncfs(f.file()).map_err(|e| Error::IoAt {
-            op: "syncfs",
-            path: meta.clone(),
-            source: e.into(),
-        })?;
+        if self.durable {
+            rustix::fs::syncfs(f.file()).map_err(|e| Error::IoAt {
+                op: "syncfs",
+                path: meta.clone(),
+                source: e.into(),
+            })?;
+        }
         drop(f);
         let dest = self.committed(&id);
         fs::rename(tmp, &dest).map_err(Error::io("publish snapshot"))?;
