@@ -146,6 +146,8 @@ fn oci_tarball_is_reproducible_and_consistent() {
         "example.com/kiln/test:v1"
     );
     assert_eq!(m["annotations"]["kiln.desc"], "d");
+    assert_eq!(m["platform"]["architecture"], "amd64");
+    assert_eq!(m["platform"]["os"], "linux");
     assert_eq!(index["annotations"]["kiln.index"], "i");
     let manifest: Value =
         serde_json::from_slice(&files[&format!("blobs/sha256/{}", r.manifest_digest.hex())])

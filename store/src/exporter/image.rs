@@ -155,6 +155,7 @@ struct Built {
     config: Vec<u8>,
     manifest: Vec<u8>,
     names: Vec<NormalizedName>,
+    platform: Value,
 }
 
 fn build(
@@ -233,10 +234,23 @@ fn build(
             layers,
             names: names.iter().map(|n| n.full.clone()).collect(),
         },
+        platform: platform_of(&config),
         config,
         manifest,
         names,
     })
+}
+
+/// The OCI platform object of a config (`architecture`, `os`, `variant`).
+fn platform_of(config: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(config).unwrap_or(Value::Null);
+    let mut p = serde_json::Map::new();
+    for k in ["architecture", "os", "os.version", "variant"] {
+        if let Some(x) = v.get(k).and_then(Value::as_str) {
+            p.insert(k.into(), Value::String(x.into()));
+        }
+    }
+    Value::Object(p)
 }
 
 fn index_json(b: &Built, opts: &ImageExportOptions) -> Vec<u8> {
@@ -254,10 +268,11 @@ fn index_json(b: &Built, opts: &ImageExportOptions) -> Vec<u8> {
                 a.insert("org.opencontainers.image.ref.name".into(), t.clone());
             }
         }
-        if !a.is_empty()
-            && let Value::Object(m) = &mut e
-        {
-            m.insert("annotations".into(), json!(a));
+        if let Value::Object(m) = &mut e {
+            if !a.is_empty() {
+                m.insert("annotations".into(), json!(a));
+            }
+            m.insert("platform".into(), b.platform.clone());
         }
         e
     };
