@@ -66,6 +66,27 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Parse the `YYYY-MM-DDTHH:MM:SS` start of an RFC 3339 time as unix
+/// seconds (fractions and offsets ignored: this only clamps).
+pub fn parse_rfc3339(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil date (inverse of the algorithm in `rfc3339`).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
 /// Build the final config JSON. `layers` has one entry per snapshot of the
 /// chain, base first: `Some(diff_id)` for a layer that is exported, `None`
 /// for an empty diff that is skipped.
@@ -141,6 +162,20 @@ pub fn finalize_config(
         idx += 1;
     }
 
+    // With SOURCE_DATE_EPOCH no history time may be later than it.
+    if let Some(e) = epoch {
+        for h in history.iter_mut() {
+            if let Value::Object(m) = h {
+                let late = match m.get("created").and_then(Value::as_str) {
+                    Some(t) => parse_rfc3339(t).is_none_or(|t| t > e),
+                    None => false,
+                };
+                if late {
+                    m.insert("created".into(), Value::String(created.clone()));
+                }
+            }
+        }
+    }
     let diff_ids: Vec<Value> = layers
         .iter()
         .flatten()
@@ -173,13 +208,22 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        for t in [0, 1, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123456789Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
     }
 
     #[test]
     fn history_matches_layers() {
         let d = Digest::of_bytes(b"x");
         let cfg = br#"{"architecture":"amd64","os":"linux","config":{},"history":[
-            {"created_by":"base"},{"created_by":"ENV a=b","empty_layer":true},{"created_by":"RUN true"}]}"#;
+            {"created_by":"base","created":"1970-01-01T00:00:05Z"},{"created_by":"ENV a=b","empty_layer":true},
+            {"created_by":"RUN true","created":"2030-01-01T00:00:00Z"}]}"#;
         let out = finalize_config(
             Some(cfg),
             &[Some(d.clone()), None, Some(d.clone())],
@@ -195,6 +239,8 @@ mod tests {
         assert_eq!(h[1]["created_by"], "base");
         assert_eq!(h[1]["empty_layer"], true); // second chain layer is empty
         assert_eq!(h[3]["created_by"], "RUN true");
+        assert_eq!(h[3]["created"], "1970-01-01T00:00:10Z");
+        assert_eq!(h[1]["created"], "1970-01-01T00:00:05Z");
         assert!(h[3].get("empty_layer").is_none());
         let non_empty = h.iter().filter(|e| e.get("empty_layer").is_none()).count();
         assert_eq!(non_empty, 2);

@@ -23,7 +23,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 pub use config::{
-    FIXED_CREATED, HISTORY_COMMENT, empty_config, finalize_config, host_arch, rfc3339,
+    FIXED_CREATED, HISTORY_COMMENT, empty_config, finalize_config, host_arch, parse_rfc3339,
+    rfc3339,
 };
 pub use image::{
     ImageExportResult, export_image, export_image_to_writer, media_types, normalize_name,
