@@ -21,7 +21,7 @@ use oci_spec::runtime::{Mount as OciMount, MountBuilder};
 use super::output::Tail;
 use super::overlay::{is_mount_point, mount_overlay, unmount};
 use super::paths::{clean_container_path, resolve_in_root};
-use super::spec::{SpecInput, bounding_set, build};
+use super::spec::{SpecInput, bounding_set, build, host_devices};
 use super::stubs::MountStubs;
 use super::user::resolve_user;
 use super::{
@@ -645,6 +645,11 @@ impl Executor for RuncExecutor {
                 .map(|p| format!("/{}/{id}", p.trim_matches('/'))),
             seccomp: self.cfg.seccomp,
             nofile: self.cfg.nofile.min(nofile_ceiling()),
+            devices: if req.security == super::SecurityMode::Insecure {
+                host_devices()
+            } else {
+                Vec::new()
+            },
             cap_mask: bounding_set(),
         })
         .map_err(|source| Error::Spec {

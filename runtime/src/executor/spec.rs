@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, LinuxSeccomp,
-    LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, Mount as OciMount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder,
+    LinuxSyscallBuilder, Mount as OciMount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::user::ResolvedUser;
@@ -37,6 +37,8 @@ pub(crate) struct SpecInput<'a> {
     pub cgroups_path: Option<String>,
     pub seccomp: bool,
     pub nofile: u64,
+    /// Host devices to create in the container (insecure mode).
+    pub devices: Vec<LinuxDevice>,
     /// Capabilities this process may hand out (its bounding set, bit N =
     /// capability N); a container cannot get more, so others are dropped.
     pub cap_mask: u64,
@@ -241,6 +243,60 @@ fn standard_mounts(security: SecurityMode) -> Result<Vec<OciMount>, OciSpecError
     ])
 }
 
+/// The host's device nodes under `/dev` (skipping the pty, shm and mqueue
+/// mounts and the console), as privileged containers get them.
+pub(crate) fn host_devices() -> Vec<LinuxDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::from("/dev"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = fs_err::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let skip = ["/dev/pts", "/dev/shm", "/dev/mqueue"]
+                    .iter()
+                    .any(|p| path == Path::new(p));
+                if !skip && depth < 3 {
+                    stack.push((path, depth + 1));
+                }
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                LinuxDeviceType::C
+            } else if ft.is_block_device() {
+                LinuxDeviceType::B
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            let dev = LinuxDeviceBuilder::default()
+                .path(path)
+                .typ(typ)
+                .major(i64::from(libc::major(rdev)))
+                .minor(i64::from(libc::minor(rdev)))
+                .file_mode(meta.mode() & 0o7777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build();
+            if let Ok(d) = dev {
+                out.push(d);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
 /// This process' capability bounding set (all bits when unreadable).
 pub(crate) fn bounding_set() -> u64 {
     fs_err::read_to_string("/proc/self/status")
@@ -346,6 +402,9 @@ pub(crate) fn build(input: SpecInput<'_>) -> Result<Spec, OciSpecError> {
         .namespaces(namespaces)
         .resources(resources)
         .rootfs_propagation("rprivate");
+    if !input.devices.is_empty() {
+        linux = linux.devices(input.devices);
+    }
     if let Some(p) = input.cgroups_path {
         linux = linux.cgroups_path(PathBuf::from(p));
     }
@@ -399,6 +458,7 @@ mod tests {
             cgroups_path: Some("/kiln/x".into()),
             seccomp: true,
             nofile: 1 << 20,
+            devices: Vec::new(),
             cap_mask: u64::MAX,
         }
     }

@@ -558,12 +558,15 @@ fn insecure_mode_is_privileged() {
         return;
     }
     let f = Fixture::new();
-    let script = "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted; grep -E '^(CapEff|Seccomp):' /proc/self/status";
+    let script = "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted; grep -E '^(CapEff|Seccomp):' /proc/self/status; test -e /dev/loop-control && echo host-devices";
     let mut req = f.sh(script);
     req.security = kiln_runtime::executor::SecurityMode::Insecure;
     let out = f.ok(&req);
     assert!(out.starts_with("mounted\n"), "{out}");
     assert!(out.contains("Seccomp:\t0"), "{out}");
+    if Path::new("/dev/loop-control").exists() {
+        assert!(out.contains("host-devices"), "{out}");
+    }
     // The sandbox refuses the same mount.
     let e = f.run(&f.sh("mount -t tmpfs none /tmp")).unwrap_err();
     assert!(matches!(e, Error::ExitCode { .. }), "{e}");
