@@ -180,18 +180,50 @@ fn build(
         level: opts.compression_level,
         source_date_epoch: opts.source_date_epoch,
     };
-    let mut per_snapshot: Vec<Option<LayerBlob>> = Vec::new();
-    for id in &chain {
+    let blob_for = |id: &SnapshotId| -> Result<LayerBlob> {
         let reuse = if opts.force_compression {
             None
         } else {
             layer::source_blob(snapshots, content, id)
                 .filter(|b| oci || b.compression != Compression::Zstd)
         };
-        let blob = match reuse {
-            Some(b) => b,
-            None => layer::pack_layer(snapshots, content, id, &pack)?,
-        };
+        match reuse {
+            Some(b) => Ok(b),
+            None => layer::pack_layer(snapshots, content, id, &pack),
+        }
+    };
+    // Layers compress in parallel; each result lands in its own slot, so the
+    // output does not depend on scheduling.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(chain.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<LayerBlob>>>> =
+        chain.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(id) = chain.get(i) else { break };
+                    let r = blob_for(id);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    let mut per_snapshot: Vec<Option<LayerBlob>> = Vec::new();
+    for (slot, id) in slots.into_iter().zip(&chain) {
+        let r = slot.into_inner().ok().flatten().unwrap_or_else(|| {
+            Err(Error::InvalidImage(format!(
+                "packing the layer of snapshot {id} did not finish"
+            )))
+        });
+        let blob = r?;
         per_snapshot.push((blob.entries > 0).then_some(blob));
     }
     let diff_ids: Vec<Option<Digest>> = per_snapshot
