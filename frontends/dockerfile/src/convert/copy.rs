@@ -64,11 +64,13 @@ fn is_symbolic_mode(s: &str) -> bool {
 }
 
 fn parse_chmod(s: &str) -> Result<CopyMode, String> {
+    let non_octal = || {
+        format!("invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777")
+    };
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        let m = u32::from_str_radix(s, 8)
-            .map_err(|_| format!("invalid chmod parameter {s:?}: not an octal mode"))?;
+        let m = u32::from_str_radix(s, 8).map_err(|_| non_octal())?;
         if m > 0o7777 {
-            return Err(format!("invalid chmod parameter {s:?}: mode out of range"));
+            return Err(non_octal());
         }
         return Ok(CopyMode::Bits(m));
     }
@@ -76,9 +78,69 @@ fn parse_chmod(s: &str) -> Result<CopyMode, String> {
         Ok(CopyMode::Symbolic(s.to_string()))
     } else {
         Err(format!(
-            "invalid chmod parameter {s:?}: expected an octal or symbolic mode"
+            "invalid chmod parameter: '{s}': expected an octal or symbolic mode"
         ))
     }
+}
+
+/// Whether a path has glob characters (`*`, `?`, `[`), escapes skipped.
+fn has_wildcards(p: &str) -> bool {
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' | '[' => return true,
+            '\\' => {
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A git source reference: `remote[#ref[:subdir]]` or
+/// `remote?ref=…&subdir=…&checksum=…&keep-git-dir=…&submodules=…`.
+pub(crate) struct GitRef {
+    pub remote: String,
+    pub reference: String,
+    pub subdir: String,
+    pub checksum: Option<String>,
+    pub keep_git_dir: Option<bool>,
+    pub skip_submodules: bool,
+}
+
+pub(crate) fn parse_git_ref(url: &str) -> GitRef {
+    let (rest, fragment) = url.split_once('#').unwrap_or((url, ""));
+    let (remote, query) = match rest.split_once('?') {
+        Some((r, q)) if rest.contains("://") => (r, q),
+        _ => (rest, ""),
+    };
+    let (mut reference, mut subdir) = match fragment.split_once(':') {
+        Some((r, s)) => (r.to_string(), s.to_string()),
+        None => (fragment.to_string(), String::new()),
+    };
+    let mut g = GitRef {
+        remote: remote.to_string(),
+        reference: String::new(),
+        subdir: String::new(),
+        checksum: None,
+        keep_git_dir: None,
+        skip_submodules: false,
+    };
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "ref" | "branch" | "tag" => reference = v.to_string(),
+            "subdir" => subdir = v.to_string(),
+            "checksum" | "commit" => g.checksum = Some(v.to_string()),
+            "keep-git-dir" => g.keep_git_dir = Some(v == "true" || v == "1"),
+            "submodules" => g.skip_submodules = v == "false" || v == "0",
+            _ => {}
+        }
+    }
+    g.reference = reference;
+    g.subdir = subdir;
+    g
 }
 
 /// Whether an ADD source is a git repository rather than a file URL.
@@ -105,24 +167,22 @@ fn is_http_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// A git source from `remote[#ref[:subdir]]`.
-pub(crate) fn git_state(
-    url: &str,
-    keep_git_dir: bool,
-    checksum: Option<&str>,
-    name: &str,
-) -> State {
-    let (remote, fragment) = url.split_once('#').unwrap_or((url, ""));
-    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
-    let mut g = builder::git(remote, reference).custom_name(name);
-    if !subdir.is_empty() {
-        g = g.subdir(subdir);
+/// A git source for a named context (`remote[#ref[:subdir]]` or the
+/// query form).
+pub(crate) fn git_state(url: &str, name: &str) -> State {
+    let r = parse_git_ref(url);
+    let mut g = builder::git(r.remote, r.reference).custom_name(name);
+    if !r.subdir.is_empty() {
+        g = g.subdir(r.subdir);
     }
-    if keep_git_dir {
+    if r.keep_git_dir == Some(true) {
         g = g.keep_git_dir();
     }
-    if let Some(c) = checksum {
+    if let Some(c) = r.checksum {
         g = g.checksum(c);
+    }
+    if r.skip_submodules {
+        g = g.skip_submodules();
     }
     g.state()
 }
@@ -217,12 +277,17 @@ pub(crate) fn dispatch(
     }
     let dest = dest_path(run.state.get_dir(), &dest_word);
 
-    let owner = match f.one("chown") {
-        Some(c) => Some(chown_opt(&expand(c)?)),
+    let chown_str = match f.one("chown") {
+        Some(c) => Some(expand(c)?),
         None => None,
     };
-    let mode = match f.one("chmod") {
-        Some(m) => Some(parse_chmod(&expand(m)?).map_err(|e| ctx.err.at(node, e))?),
+    let chmod_str = match f.one("chmod") {
+        Some(m) => Some(expand(m)?),
+        None => None,
+    };
+    let owner = chown_str.as_deref().map(chown_opt);
+    let mode = match &chmod_str {
+        Some(m) => Some(parse_chmod(m).map_err(|e| ctx.err.at(node, e))?),
         None => None,
     };
     let mut excludes = Vec::new();
@@ -258,145 +323,193 @@ pub(crate) fn dispatch(
     };
     let from_context = f.one("from").is_none();
 
+    let paths: Vec<&String> = srcs
+        .iter()
+        .filter_map(|s| match s {
+            Src::Path(p) => Some(p),
+            Src::Heredoc { .. } => None,
+        })
+        .collect();
+    if checksum.is_some() {
+        if paths.len() != 1 {
+            return Err(ctx
+                .err
+                .at(node, "checksum can't be specified for multiple sources"));
+        }
+        if !is_http_url(paths[0]) && !is_git_url(paths[0]) {
+            return Err(ctx.err.at(node, "checksum requires HTTP(S) or Git sources"));
+        }
+    }
+
     let display = display_name(ctx, run, &node.original);
     let name = run.prefix(&display);
+    let timestamp = run.epoch_ns;
     let mut action: Option<FileAction> = None;
     let push = |a: Option<FileAction>,
                 src: State,
                 path: String,
-                opts: CopyOptions|
+                mut opts: CopyOptions|
      -> Option<FileAction> {
+        opts.timestamp = timestamp;
         Some(match a {
             None => builder::copy(src, path, dest.clone(), opts),
             Some(a) => a.copy(src, path, dest.clone(), opts),
         })
     };
     let mut history = String::from(kw);
-    for s in &srcs {
-        match s {
-            Src::Path(p) if is_add && is_git_url(p) => {
-                history.push_str(&format!(" {p}"));
-                if checksum
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("sha256:"))
-                {
-                    return Err(ctx.err.at(
-                        node,
-                        "ADD --checksum for a git source must be a commit hash",
-                    ));
-                }
-                let st = git_state(p, keep_git_dir, checksum.as_deref(), &name);
-                let opts = CopyOptions {
-                    owner: owner.clone(),
-                    mode: mode.clone(),
-                    create_dest_path: true,
-                    ..Default::default()
-                };
-                action = push(action, st, "/".to_string(), opts);
+    if parents {
+        history.push_str(" --parents");
+    }
+    if let Some(c) = &chown_str {
+        history.push_str(&format!(" --chown={c}"));
+    }
+    if let Some(m) = &chmod_str {
+        history.push_str(&format!(" --chmod={m}"));
+    }
+    // Paths (context, URLs, git) first, then heredoc documents.
+    for p in &paths {
+        let p = p.as_str();
+        history.push_str(&format!(" {p}"));
+        if is_git_url(p) && (is_add || !p.starts_with("git@")) {
+            if !is_add {
+                return Err(ctx.err.at(node, "source can't be a git ref for COPY"));
             }
-            Src::Path(p) if is_http_url(p) => {
-                if !is_add {
-                    return Err(ctx.err.at(node, "source can't be a URL for COPY"));
+            let git = parse_git_ref(p);
+            let keep = match (f.one("keep-git-dir"), git.keep_git_dir) {
+                (Some(a), Some(b)) if (a == "true") != b => {
+                    return Err(ctx.err.at(node, "inconsistent keep-git-dir configuration"));
                 }
-                history.push_str(&format!(" {p}"));
-                let path = p
-                    .split(['?', '#'])
-                    .next()
-                    .unwrap_or(p)
-                    .split_once("://")
-                    .map_or("", |(_, r)| r.split_once('/').map_or("", |(_, path)| path));
-                let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-                let file = if base.is_empty() || base == "." {
-                    "__unnamed__".to_string()
-                } else {
-                    base.to_string()
-                };
-                let mut h = builder::http(p.clone())
-                    .filename(file.clone())
-                    .custom_name(&name);
-                if let Some(c) = &checksum {
-                    let d: Digest = c.parse().map_err(|_| {
-                        ctx.err.at(
-                            node,
-                            format!("invalid checksum {c:?}: expected sha256:<64 hex>"),
-                        )
-                    })?;
-                    h = h.checksum(&d);
-                }
-                let opts = CopyOptions {
-                    owner: owner.clone(),
-                    mode: mode.clone(),
-                    create_dest_path: true,
-                    attempt_unpack: unpack == Some(true),
-                    ..Default::default()
-                };
-                action = push(action, h.state(), file, opts);
-            }
-            Src::Path(p) => {
-                if !is_add && is_git_url(p) && !p.starts_with("git@") {
-                    return Err(ctx.err.at(node, "source can't be a git ref for COPY"));
-                }
-                if checksum.is_some() {
+                (_, Some(b)) => b,
+                (Some(a), None) => a == "true",
+                (None, None) => keep_git_dir,
+            };
+            let sum = match (&checksum, &git.checksum) {
+                (Some(a), Some(b)) if a != b => {
                     return Err(ctx
                         .err
-                        .at(node, "checksum can't be specified for local sources"));
+                        .at(node, format!("checksum mismatch {a:?} != {b:?}")));
                 }
-                history.push_str(&format!(" {p}"));
-                let mut include = Vec::new();
-                let mut src = p.clone();
-                if parents {
-                    let (parent, pattern) = match p.split_once("/./") {
-                        Some((a, b)) => (a.to_string(), b.to_string()),
-                        None => ("/".to_string(), p.clone()),
-                    };
-                    src = parent;
-                    let pat = clean(&format!("/{pattern}"));
-                    include.push(pat.trim_start_matches('/').to_string());
+                (_, Some(b)) => Some(b.clone()),
+                (a, None) => a.clone(),
+            };
+            let mut g = builder::git(git.remote.clone(), git.reference.clone()).custom_name(&name);
+            if !git.subdir.is_empty() {
+                g = g.subdir(git.subdir.clone());
+            }
+            if keep {
+                g = g.keep_git_dir();
+            }
+            if let Some(c) = sum {
+                g = g.checksum(c);
+            }
+            if git.skip_submodules {
+                g = g.skip_submodules();
+            }
+            let opts = CopyOptions {
+                owner: owner.clone(),
+                mode: mode.clone(),
+                create_dest_path: true,
+                ..Default::default()
+            };
+            action = push(action, g.state(), "/".to_string(), opts);
+        } else if is_http_url(p) {
+            if !is_add {
+                return Err(ctx.err.at(node, "source can't be a URL for COPY"));
+            }
+            let path = p
+                .split(['?', '#'])
+                .next()
+                .unwrap_or(p)
+                .split_once("://")
+                .map_or("", |(_, r)| r.split_once('/').map_or("", |(_, path)| path));
+            let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            let file = if base.is_empty() || base == "." {
+                "__unnamed__".to_string()
+            } else {
+                base.to_string()
+            };
+            let mut h = builder::http(p)
+                .filename(file.clone())
+                .custom_name(&name)
+                .description("com.docker.dockerfile.v1.command", node.original.trim());
+            if let Some(c) = &checksum {
+                let d: Digest = c.parse().map_err(|_| {
+                    ctx.err
+                        .at(node, format!("invalid checksum digest format: {c:?}"))
+                })?;
+                h = h.checksum(&d);
+            }
+            let opts = CopyOptions {
+                owner: owner.clone(),
+                mode: mode.clone(),
+                create_dest_path: true,
+                attempt_unpack: unpack == Some(true),
+                ..Default::default()
+            };
+            action = push(action, h.state(), file, opts);
+        } else {
+            let mut include = Vec::new();
+            let mut required = Vec::new();
+            let mut src = p.to_string();
+            if parents {
+                let (parent, pattern) = match p.split_once("/./") {
+                    Some((a, b)) => (a.to_string(), b.to_string()),
+                    None => ("/".to_string(), p.to_string()),
+                };
+                src = parent;
+                let pat = clean(&format!("/{pattern}"));
+                if !has_wildcards(&src) && !has_wildcards(&pat) {
+                    required.push(clean(&format!("/{src}/{pat}")));
                 }
-                let src = clean(&format!("/{src}"));
-                let st = if from_context {
-                    ctx.context_state()
-                } else {
-                    source.clone()
-                };
-                let opts = CopyOptions {
-                    owner: owner.clone(),
-                    mode: mode.clone(),
-                    follow_symlinks: true,
-                    copy_dir_contents_only: true,
-                    attempt_unpack: is_add && unpack != Some(false),
-                    create_dest_path: true,
-                    allow_wildcard: true,
-                    allow_empty_wildcard: true,
-                    include_patterns: include,
-                    exclude_patterns: excludes.clone(),
-                    ..Default::default()
-                };
-                action = push(action, st, src, opts);
+                include.push(pat.trim_start_matches('/').to_string());
             }
-            Src::Heredoc { name: doc, data } => {
-                history.push_str(&format!(" <<{doc}"));
-                let c = builder::Constraints::default()
-                    .custom_name("[internal] preparing inline document")
-                    .platform(run.platform.clone());
-                let st = State::scratch().file_with(
-                    builder::mkfile(
-                        doc.clone(),
-                        0o644,
-                        data.clone().into_bytes(),
-                        MkfileOptions::default(),
-                    ),
-                    c,
-                );
-                let opts = CopyOptions {
-                    owner: owner.clone(),
-                    mode: mode.clone(),
-                    create_dest_path: true,
-                    ..Default::default()
-                };
-                action = push(action, st, format!("/{doc}"), opts);
-            }
+            let src = clean(&format!("/{src}"));
+            let st = if from_context {
+                ctx.context_state()
+            } else {
+                source.clone()
+            };
+            let opts = CopyOptions {
+                owner: owner.clone(),
+                mode: mode.clone(),
+                follow_symlinks: true,
+                copy_dir_contents_only: true,
+                attempt_unpack: unpack.unwrap_or(is_add),
+                create_dest_path: true,
+                allow_wildcard: true,
+                allow_empty_wildcard: true,
+                include_patterns: include,
+                exclude_patterns: excludes.clone(),
+                required_paths: required,
+                ..Default::default()
+            };
+            action = push(action, st, src, opts);
         }
+    }
+    for s in &srcs {
+        let Src::Heredoc { name: doc, data } = s else {
+            continue;
+        };
+        history.push_str(&format!(" <<{doc}"));
+        let c = builder::Constraints::default()
+            .custom_name("[internal] preparing inline document")
+            .platform(run.platform.clone());
+        let st = State::scratch().file_with(
+            builder::mkfile(
+                doc.clone(),
+                0o644,
+                data.clone().into_bytes(),
+                MkfileOptions::default(),
+            ),
+            c,
+        );
+        let opts = CopyOptions {
+            owner: owner.clone(),
+            mode: mode.clone(),
+            create_dest_path: true,
+            ..Default::default()
+        };
+        action = push(action, st, format!("/{doc}"), opts);
     }
     history.push_str(&format!(" {dest_word}"));
     let Some(action) = action else {

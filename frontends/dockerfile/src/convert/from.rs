@@ -345,8 +345,6 @@ pub(crate) fn named_context(
                 args: Vec::new(),
                 state: super::copy::git_state(
                     value,
-                    false,
-                    None,
                     &format!("[context {name}] load git source {value}"),
                 ),
                 image: empty(),
@@ -368,8 +366,6 @@ pub(crate) fn named_context(
             args: Vec::new(),
             state: super::copy::git_state(
                 value,
-                false,
-                None,
                 &format!("[context {name}] load git source {value}"),
             ),
             image: empty(),

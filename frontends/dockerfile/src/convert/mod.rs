@@ -329,6 +329,24 @@ pub fn dockerfile_to_llb(
             location: Some(Location::line(opts.filename.clone(), w.line as u32)),
         })
         .collect();
+    if let Some(syntax) = ast.directive("syntax") {
+        let image = syntax.split_whitespace().next().unwrap_or_default();
+        let builtin = image.starts_with("docker/dockerfile")
+            || image.starts_with("docker.io/docker/dockerfile");
+        if !builtin {
+            warnings.push(Warning {
+                message: format!(
+                    "syntax directive {image:?} is ignored: the built-in Dockerfile frontend is used"
+                ),
+                detail: None,
+                location: ast
+                    .directives
+                    .iter()
+                    .find(|d| d.name == "syntax")
+                    .map(|d| Location::line(opts.filename.clone(), d.line as u32)),
+            });
+        }
+    }
     let (meta_args, stage_defs) = stages::split(&ast, &err, &mut warnings)?;
 
     let build_platform = options::to_pb(&opts.build_platform);

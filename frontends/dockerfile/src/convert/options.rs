@@ -74,6 +74,9 @@ pub struct ConvertOptions {
     pub cgroup_parent: String,
     /// `build-arg:BUILDKIT_CACHE_MOUNT_NS`.
     pub cache_mount_ns: String,
+    /// Per-step resource limits (`memory`, `memswap`, `cpushares`,
+    /// `cpuperiod`, `cpuquota`, `cpusetcpus`, `cpusetmems`).
+    pub linux_resources: Option<pb::LinuxResources>,
     /// The LLB that loaded the Dockerfile, recorded in source locations.
     pub dockerfile_definition: Option<pb::Definition>,
 }
@@ -106,6 +109,7 @@ impl Default for ConvertOptions {
             ulimits: Vec::new(),
             cgroup_parent: String::new(),
             cache_mount_ns: String::new(),
+            linux_resources: None,
             dockerfile_definition: None,
         }
     }
@@ -241,6 +245,24 @@ impl ConvertOptions {
                 }
                 "shm-size" => o.shm_size = parse_size(k, v)?,
                 "cgroup-parent" => o.cgroup_parent = v.clone(),
+                "memory" | "memswap" | "cpushares" | "cpuperiod" | "cpuquota" | "cpusetcpus"
+                | "cpusetmems" => {
+                    let r = o.linux_resources.get_or_insert_with(Default::default);
+                    let num = || -> Result<i64, FrontendError> {
+                        v.trim()
+                            .parse::<i64>()
+                            .map_err(|_| bad(k, v, "expected a number"))
+                    };
+                    match k.as_str() {
+                        "memory" => r.memory = num()?,
+                        "memswap" => r.memory_swap = num()?,
+                        "cpushares" => r.cpu_shares = num()?.max(0) as u64,
+                        "cpuperiod" => r.cpu_period = num()?.max(0) as u64,
+                        "cpuquota" => r.cpu_quota = num()?,
+                        "cpusetcpus" => r.cpuset_cpus = v.clone(),
+                        _ => r.cpuset_mems = v.clone(),
+                    }
+                }
                 "ulimit" => {
                     for spec in v.split([',', ' ']).filter(|s| !s.is_empty()) {
                         let (name, limits) = spec

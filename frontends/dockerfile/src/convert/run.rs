@@ -372,6 +372,9 @@ pub(crate) fn dispatch(
     if !ctx.opts.cgroup_parent.is_empty() {
         exec = exec.cgroup_parent(ctx.opts.cgroup_parent.clone());
     }
+    if let Some(r) = &ctx.opts.linux_resources {
+        exec = exec.linux_resources(r.clone());
+    }
     if ctx.opts.shm_size > 0 {
         exec = exec.mount(Mount::tmpfs("/dev/shm").size(ctx.opts.shm_size));
     }
