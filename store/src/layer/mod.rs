@@ -139,7 +139,7 @@ pub fn pack_dir(
     lowers: &[std::path::PathBuf],
     opts: &PackOptions,
 ) -> Result<LayerBlob> {
-    let ingest = content.writer()?;
+    let ingest = std::io::BufWriter::with_capacity(256 * 1024, content.writer()?);
     let comp = Compressor::new(ingest, opts.compression, opts.level)
         .map_err(Error::io("start compressor"))?;
     let tar_opts = TarOptions {
@@ -148,6 +148,10 @@ pub fn pack_dir(
     let (hw, entries) = write_layer_tar(diff, lowers, &tar_opts, HashingWriter::new(comp))?;
     let (comp, diff_id, _) = hw.finish();
     let ingest = comp.finish().map_err(Error::io("finish compression"))?;
+    let ingest = ingest.into_inner().map_err(|e| Error::Io {
+        op: "write layer blob",
+        source: e.into_error(),
+    })?;
     let (digest, size) = ingest.commit(None)?;
     Ok(LayerBlob {
         digest,
