@@ -5,8 +5,7 @@
 use anyhow::Result;
 use kiln_llb::pb;
 
-use super::merge::{explain, remember};
-use super::{OpCtx, Ref, blocking, input_key_parts};
+use super::{OpCtx, Ref, blocking, explain, input_key_parts, remember};
 use crate::cachekey::CacheKey;
 use crate::records::KeyParts;
 use crate::solver::{BoxFuture, Input, Op, OpContext};
@@ -56,10 +55,7 @@ impl Op<Ref> for DiffOp {
     ) -> BoxFuture<'a, Result<CacheKey>> {
         Box::pin(async move {
             let mut b = self.ctx.key_builder("diff");
-            let mut parts = vec![(
-                "op definition".to_owned(),
-                crate::cachekey::sha256_digest(&self.ctx.base),
-            )];
+            let mut parts = self.ctx.parts();
             input_key_parts(&mut parts, &mut b, inputs);
             let key = b.finish();
             *self.parts.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyParts {
@@ -114,12 +110,12 @@ impl Op<Ref> for DiffOp {
     fn explain_miss<'a>(
         &'a self,
         _key: &'a CacheKey,
-        _inputs: &'a [Input<Ref>],
+        inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, String> {
-        Box::pin(async move { explain(&self.ctx, "diff", &self.parts) })
+        Box::pin(async move { explain(&self.ctx, "diff", &self.parts, inputs) })
     }
 
-    fn after_solve(&self, _key: &CacheKey) {
-        remember(&self.ctx, "diff", &self.parts);
+    fn after_solve(&self, _key: &CacheKey, inputs: &[Input<Ref>]) {
+        remember(&self.ctx, "diff", &self.parts, inputs);
     }
 }

@@ -21,8 +21,7 @@ use kiln_runtime::executor::{
 };
 use kiln_store::Active;
 
-use super::merge::{explain, remember};
-use super::{OpCtx, Ref, Worker, blocking, input_key_parts};
+use super::{OpCtx, Ref, Worker, blocking, explain, input_key_parts, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::records::KeyParts;
@@ -100,10 +99,7 @@ impl Op<Ref> for ExecOpImpl {
     ) -> BoxFuture<'a, Result<CacheKey>> {
         Box::pin(async move {
             let mut b = self.ctx.key_builder("exec");
-            let mut parts = vec![(
-                "op definition".to_owned(),
-                crate::cachekey::sha256_digest(&self.ctx.base),
-            )];
+            let mut parts = self.ctx.parts();
             input_key_parts(&mut parts, &mut b, inputs);
             let key = b.finish();
             *self.parts.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyParts {
@@ -167,13 +163,13 @@ impl Op<Ref> for ExecOpImpl {
     fn explain_miss<'a>(
         &'a self,
         _key: &'a CacheKey,
-        _inputs: &'a [Input<Ref>],
+        inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, String> {
-        Box::pin(async move { explain(&self.ctx, "exec", &self.parts) })
+        Box::pin(async move { explain(&self.ctx, "exec", &self.parts, inputs) })
     }
 
-    fn after_solve(&self, _key: &CacheKey) {
-        remember(&self.ctx, "exec", &self.parts);
+    fn after_solve(&self, _key: &CacheKey, inputs: &[Input<Ref>]) {
+        remember(&self.ctx, "exec", &self.parts, inputs);
     }
 }
 

@@ -17,7 +17,7 @@ use kiln_llb::pb::file_action::Action;
 use kiln_store::SnapshotId;
 use tokio_util::sync::CancellationToken;
 
-use super::{OpCtx, Ref, Worker, blocking};
+use super::{OpCtx, Ref, Worker, blocking, explain, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::patterns::PatternSet;
@@ -130,10 +130,7 @@ impl Op<Ref> for FileOp {
         Box::pin(async move {
             let uses = self.uses();
             let mut b = self.ctx.key_builder("file");
-            let mut parts = vec![(
-                "op definition".to_owned(),
-                crate::cachekey::sha256_digest(&self.ctx.base),
-            )];
+            let mut parts = self.ctx.parts();
             for (i, inp) in inputs.iter().enumerate() {
                 match uses.get(i).copied().unwrap_or(Use::Base) {
                     Use::Base => {
@@ -214,31 +211,13 @@ impl Op<Ref> for FileOp {
     fn explain_miss<'a>(
         &'a self,
         _key: &'a CacheKey,
-        _inputs: &'a [Input<Ref>],
+        inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, String> {
-        Box::pin(async move {
-            let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            match parts {
-                Some(p) => self
-                    .ctx
-                    .worker
-                    .explain_parts(&self.ctx.explain_id("file"), &p),
-                None => "no record".to_owned(),
-            }
-        })
+        Box::pin(async move { explain(&self.ctx, "file", &self.parts, inputs) })
     }
 
-    fn after_solve(&self, _key: &CacheKey) {
-        if let Some(p) = self
-            .parts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            self.ctx
-                .worker
-                .remember_parts(&self.ctx.explain_id("file"), p);
-        }
+    fn after_solve(&self, _key: &CacheKey, inputs: &[Input<Ref>]) {
+        remember(&self.ctx, "file", &self.parts, inputs);
     }
 }
 

@@ -334,7 +334,7 @@ impl Op<Ref> for LocalOp {
         })
     }
 
-    fn after_solve(&self, _key: &CacheKey) {
+    fn after_solve(&self, _key: &CacheKey, _inputs: &[Input<Ref>]) {
         let staged = self
             .staged
             .lock()

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use kiln_llb::pb;
 
-use super::{OpCtx, Ref, blocking, input_key_parts};
+use super::{OpCtx, Ref, blocking, explain, input_key_parts, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::records::KeyParts;
@@ -58,10 +58,7 @@ impl Op<Ref> for MergeOp {
     ) -> BoxFuture<'a, Result<CacheKey>> {
         Box::pin(async move {
             let mut b = self.ctx.key_builder("merge");
-            let mut parts = vec![(
-                "op definition".to_owned(),
-                crate::cachekey::sha256_digest(&self.ctx.base),
-            )];
+            let mut parts = self.ctx.parts();
             input_key_parts(&mut parts, &mut b, inputs);
             let key = b.finish();
             *self.parts.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyParts {
@@ -113,29 +110,12 @@ impl Op<Ref> for MergeOp {
     fn explain_miss<'a>(
         &'a self,
         _key: &'a CacheKey,
-        _inputs: &'a [Input<Ref>],
+        inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, String> {
-        Box::pin(async move { explain(&self.ctx, "merge", &self.parts) })
+        Box::pin(async move { explain(&self.ctx, "merge", &self.parts, inputs) })
     }
 
-    fn after_solve(&self, _key: &CacheKey) {
-        remember(&self.ctx, "merge", &self.parts);
-    }
-}
-
-pub(crate) fn explain(
-    ctx: &OpCtx,
-    kind: &str,
-    parts: &std::sync::Mutex<Option<KeyParts>>,
-) -> String {
-    match parts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        Some(p) => ctx.worker.explain_parts(&ctx.explain_id(kind), p),
-        None => "no record".to_owned(),
-    }
-}
-
-pub(crate) fn remember(ctx: &OpCtx, kind: &str, parts: &std::sync::Mutex<Option<KeyParts>>) {
-    if let Some(p) = parts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        ctx.worker.remember_parts(&ctx.explain_id(kind), p);
+    fn after_solve(&self, _key: &CacheKey, inputs: &[Input<Ref>]) {
+        remember(&self.ctx, "merge", &self.parts, inputs);
     }
 }

@@ -154,45 +154,63 @@ impl Worker {
             .clone()
     }
 
-    /// Remembers the parts of a key under an op identity, for explanations.
-    fn remember_parts(&self, id: &str, parts: &KeyParts) {
-        if let Ok(Some(old)) = self.records.explain_get(id)
-            && &old == parts
-        {
-            return;
+    /// Remembers the parts of a key under each of the op's identities, for
+    /// explanations.
+    fn remember_parts(&self, ids: &[String], parts: &KeyParts) {
+        for id in ids {
+            if let Ok(Some(old)) = self.records.explain_get(id)
+                && &old == parts
+            {
+                continue;
+            }
+            let _ = self.records.explain_put(id, parts);
         }
-        let _ = self.records.explain_put(id, parts);
     }
 
-    /// Says which parts differ from the ones last stored under `id`.
-    fn explain_parts(&self, id: &str, parts: &KeyParts) -> String {
-        match self.records.explain_get(id) {
-            Ok(Some(old)) => {
-                let old_map: BTreeMap<&str, &str> = old
-                    .parts
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let mut diffs = Vec::new();
-                for (k, v) in &parts.parts {
-                    match old_map.get(k.as_str()) {
-                        Some(o) if o == v => {}
-                        Some(_) => diffs.push(format!("{k} changed")),
-                        None => diffs.push(format!("{k} is new")),
-                    }
-                }
-                for (k, _) in &old.parts {
-                    if !parts.parts.iter().any(|(n, _)| n == k) {
-                        diffs.push(format!("{k} was removed"));
-                    }
-                }
-                if diffs.is_empty() {
-                    "no record (the result was removed or never stored)".to_owned()
-                } else {
-                    diffs.join("; ")
-                }
+    /// Says which parts differ from the ones last stored under the first of
+    /// `ids` that has any.
+    fn explain_parts(&self, ids: &[String], parts: &KeyParts) -> String {
+        let old = ids
+            .iter()
+            .find_map(|id| self.records.explain_get(id).ok().flatten());
+        let Some(old) = old else {
+            return "no record (first build of this step)".to_owned();
+        };
+        let old_map: BTreeMap<&str, &str> = old
+            .parts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let short = |v: &str| -> String {
+            if v.len() > 40 {
+                format!(
+                    "{}…",
+                    &v[..v.char_indices().nth(24).map(|(i, _)| i).unwrap_or(v.len())]
+                )
+            } else {
+                v.to_owned()
             }
-            _ => "no record (first build of this step)".to_owned(),
+        };
+        let mut diffs = Vec::new();
+        for (k, v) in &parts.parts {
+            match old_map.get(k.as_str()) {
+                Some(o) if o == v => {}
+                Some(o) if k.starts_with("option ") => {
+                    diffs.push(format!("{k} changed ({} → {})", short(o), short(v)))
+                }
+                Some(_) => diffs.push(format!("{k} changed")),
+                None => diffs.push(format!("{k} is new")),
+            }
+        }
+        for (k, _) in &old.parts {
+            if !parts.parts.iter().any(|(n, _)| n == k) {
+                diffs.push(format!("{k} was removed"));
+            }
+        }
+        if diffs.is_empty() {
+            "no record (the result was removed or never stored)".to_owned()
+        } else {
+            diffs.join("; ")
         }
     }
 }
@@ -249,6 +267,7 @@ pub fn build_op(
         session: session.clone(),
         name: name.to_owned(),
         base: op_base_bytes(&entry.op),
+        options: Arc::new(option_parts(&entry.op)),
     };
     let n_inputs = entry.op.inputs.len();
     match &entry.op.op {
@@ -298,6 +317,9 @@ pub(crate) struct OpCtx {
     pub session: Arc<Session>,
     pub name: String,
     pub base: Vec<u8>,
+    /// The op's fields as (`option <json path>`, value) pairs, for
+    /// explanations.
+    pub options: Arc<Vec<(String, String)>>,
 }
 
 impl OpCtx {
@@ -308,9 +330,97 @@ impl OpCtx {
         b
     }
 
-    /// Identity under which explanations are remembered.
-    fn explain_id(&self, kind: &str) -> String {
-        format!("{kind}:{}", self.name)
+    /// Identities under which explanations are remembered: the display
+    /// name, the `[stage n/m]` step label if the name has one, and the
+    /// input keys (same inputs, different key: an option changed).
+    fn explain_ids(&self, kind: &str, inputs: &[Input<Ref>]) -> Vec<String> {
+        let mut ids = vec![format!("{kind}:name:{}", self.name)];
+        if self.name.starts_with('[')
+            && let Some(end) = self.name.find(']')
+        {
+            ids.push(format!("{kind}:step:{}", &self.name[..=end]));
+        }
+        if !inputs.is_empty() {
+            let mut b = KeyBuilder::new("explain.inputs");
+            for i in inputs {
+                b.key(&i.key);
+            }
+            ids.push(format!("{kind}:inputs:{}", b.finish()));
+        }
+        ids
+    }
+
+    /// Starts the explanation parts with the op's options.
+    pub(crate) fn parts(&self) -> Vec<(String, String)> {
+        self.options.as_ref().clone()
+    }
+}
+
+/// Says why a key missed, from the parts remembered for the op.
+pub(crate) fn explain(
+    ctx: &OpCtx,
+    kind: &str,
+    parts: &Mutex<Option<KeyParts>>,
+    inputs: &[Input<Ref>],
+) -> String {
+    match parts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(p) => ctx.worker.explain_parts(&ctx.explain_ids(kind, inputs), p),
+        None => "no record".to_owned(),
+    }
+}
+
+/// Remembers the parts of the op's current key.
+pub(crate) fn remember(
+    ctx: &OpCtx,
+    kind: &str,
+    parts: &Mutex<Option<KeyParts>>,
+    inputs: &[Input<Ref>],
+) {
+    if let Some(p) = parts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        ctx.worker.remember_parts(&ctx.explain_ids(kind, inputs), p);
+    }
+}
+
+/// The op's fields, flattened to JSON paths (without its inputs).
+fn option_parts(op: &pb::Op) -> Vec<(String, String)> {
+    let mut o = op.clone();
+    o.inputs.clear();
+    let v = kiln_llb::dump::op_json(&o);
+    let mut out = Vec::new();
+    flatten("", &v, &mut out);
+    out
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, x, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), x, out);
+            }
+        }
+        leaf => {
+            let s = match leaf {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let s = if s.len() > 80 {
+                crate::cachekey::sha256_digest(s.as_bytes())
+            } else {
+                s
+            };
+            out.push((format!("option {prefix}"), s));
+        }
     }
 }
 

@@ -89,7 +89,7 @@ pub trait Op<R>: Send + Sync {
     }
     /// Called after a result is stored (hit or run), e.g. to remember what an
     /// explanation needs next time.
-    fn after_solve(&self, _key: &CacheKey) {}
+    fn after_solve(&self, _key: &CacheKey, _inputs: &[Input<R>]) {}
 }
 
 /// Persists results by cache key. Lookups return `None` for a key without a
@@ -297,7 +297,7 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
             Err(e) => return Err(self.fail(&env, e.context("computing the cache key"))),
         };
         if !self.ignore_cache
-            && let Some(hit) = self.lookup(&env, &key)?
+            && let Some(hit) = self.lookup(&env, &key, &ins)?
         {
             return Ok(hit);
         }
@@ -319,7 +319,7 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
             _ = env.cancel.cancelled() => return Err(Arc::new(SolveFailure::Cancelled)),
         };
         if !self.ignore_cache {
-            if let Some(hit) = self.lookup(&env, &key)? {
+            if let Some(hit) = self.lookup(&env, &key, &ins)? {
                 return Ok(hit);
             }
             if self.explain {
@@ -365,7 +365,7 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
                 .completed(&self.info, started, Some(&format!("{e:#}")));
             return Err(self.fail(&env, e.context("saving the cache record")));
         }
-        self.op.after_solve(&key);
+        self.op.after_solve(&key, &ins);
         env.progress.completed(&self.info, started, None);
         Ok(Arc::new(Solved {
             key,
@@ -378,10 +378,11 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
         &self,
         env: &Env<R>,
         key: &CacheKey,
+        ins: &[Input<R>],
     ) -> Result<Option<Arc<Solved<R>>>, Arc<SolveFailure>> {
         match env.cache.load(key) {
             Ok(Some(results)) if results.len() == self.op.outputs() => {
-                self.op.after_solve(key);
+                self.op.after_solve(key, ins);
                 env.progress.cached(&self.info);
                 Ok(Some(Arc::new(Solved {
                     key: key.clone(),

@@ -515,3 +515,50 @@ async fn lost_snapshots_are_misses_and_prune_empties_the_cache() {
     e.solve(&bytes, s).await.unwrap();
     assert_eq!(count(&buf.text(), " DONE "), 2, "{}", buf.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_the_option_that_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let e = engine(root.path());
+    let build = |mode: i32, label: &str| {
+        let mut def = Def::default();
+        let a = def.add(file(&[], vec![act(-1, -1, mkfile("/a", b"1"))]));
+        let b = def.add(file(
+            &[&a],
+            vec![act(
+                0,
+                -1,
+                Action::Mkfile(pb::FileActionMkFile {
+                    path: "/b".into(),
+                    mode,
+                    data: b"2".to_vec(),
+                    owner: None,
+                    timestamp: -1,
+                }),
+            )],
+        ));
+        def.name(&b, label);
+        def.finish(&b)
+    };
+    let (s, _) = session(&[]);
+    e.solve(&build(0o644, "[2/2] COPY --chmod=644 b /b"), s)
+        .await
+        .unwrap();
+    let (s, buf) = session_with(|s| s.explain_cache = true, &[]);
+    e.solve(&build(0o755, "[2/2] COPY --chmod=755 b /b"), s)
+        .await
+        .unwrap();
+    let text = buf.text();
+    assert!(text.contains("mkfile.mode changed (420 → 493)"), "{text}");
+    // A brand-new step says so.
+    let (s, buf) = session_with(|s| s.explain_cache = true, &[]);
+    let mut def = Def::default();
+    let c = def.add(file(&[], vec![act(-1, -1, mkfile("/c", b"3"))]));
+    e.solve(&def.finish(&c), s).await.unwrap();
+    assert!(
+        buf.text()
+            .contains("cache miss: no record (first build of this step)"),
+        "{}",
+        buf.text()
+    );
+}
