@@ -56,7 +56,10 @@ impl Dest {
     /// next to it and renamed by [`DestWriter::finish`].
     pub fn create(&self) -> Result<DestWriter> {
         match self {
-            Dest::Stdout => Ok(DestWriter::Stdout(std::io::stdout())),
+            Dest::Stdout => Ok(DestWriter::Stdout(std::io::BufWriter::with_capacity(
+                256 * 1024,
+                std::io::stdout(),
+            ))),
             Dest::Path(p) => {
                 let dir = match p.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -78,7 +81,7 @@ impl Dest {
 /// An open tarball destination.
 pub enum DestWriter {
     /// Writing to stdout.
-    Stdout(std::io::Stdout),
+    Stdout(std::io::BufWriter<std::io::Stdout>),
     /// Writing to a temp file renamed into place on finish.
     File {
         /// The temp file.
