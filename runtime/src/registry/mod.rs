@@ -18,7 +18,7 @@ mod manifest;
 mod push;
 mod reference;
 
-pub use auth::{Credentials, docker_config_path, load_credentials};
+pub use auth::{Credentials, docker_config_path, load_credentials, load_credentials_with_helpers};
 pub use client::{
     ImageConfig, NoProgress, PullProgress, PulledImage, RegistryClient, RegistryOptions,
     ResolvedManifest,
