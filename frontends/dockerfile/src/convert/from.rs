@@ -176,8 +176,8 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
             platform,
         });
     }
-    if let Some(value) = ctx.opts.named_contexts.get(&name).cloned() {
-        let d = named_context(ctx, &name, &value, node, &platform)?;
+    if let Some((key, value)) = lookup_named(ctx, &name, &platform) {
+        let d = named_context(ctx, &key, &value, node, &platform)?;
         return Ok(Base {
             source: BaseSource::Named(Box::new(d.state)),
             image: d.image,
@@ -256,8 +256,8 @@ pub(crate) fn from_source(
         return Err(ctx.err.at(node, format!("invalid stage index {v}")));
     }
     let platform = ctx.target_platform.clone();
-    if let Some(nc) = ctx.opts.named_contexts.get(&v).cloned() {
-        return named_context(ctx, &v, &nc, node, &platform);
+    if let Some((key, nc)) = lookup_named(ctx, &v, &platform) {
+        return named_context(ctx, &key, &nc, node, &platform);
     }
     if let Some(d) = ctx.implicit.get(&v) {
         return Ok(d.clone());
@@ -280,7 +280,28 @@ pub(crate) fn from_source(
     Ok(d)
 }
 
-/// A `context:NAME` value as a stage result.
+/// The `context:NAME` option for `name`: the platform-specific
+/// `context:NAME::os/arch` first, then `context:NAME`. `scratch` and
+/// `context` are never named contexts.
+pub(crate) fn lookup_named(
+    ctx: &Ctx<'_>,
+    name: &str,
+    platform: &pb::Platform,
+) -> Option<(String, String)> {
+    if name.eq_ignore_ascii_case("scratch") || name.eq_ignore_ascii_case("context") {
+        return None;
+    }
+    let with_platform = format!("{name}::{}", options::from_pb(platform).format());
+    for key in [with_platform.as_str(), name] {
+        if let Some(v) = ctx.opts.named_contexts.get(key) {
+            return Some((key.to_string(), v.clone()));
+        }
+    }
+    None
+}
+
+/// A `context:NAME` value as a stage result. `name` is the option key
+/// (`NAME` or `NAME::os/arch`).
 pub(crate) fn named_context(
     ctx: &mut Ctx<'_>,
     name: &str,
@@ -292,90 +313,126 @@ pub(crate) fn named_context(
         return Ok(d.clone());
     }
     let empty = || ImageSpec::empty(&platform.os, &platform.architecture, &platform.variant);
-    let d = if let Some(reference) = value.strip_prefix("docker-image://") {
-        let (pinned, image) = resolve_image(ctx, reference, platform, node)?;
-        let c = Constraints::default().custom_name(format!("[context {name}] FROM {pinned}"));
-        let state = image_state(ctx, &pinned, platform, &c, node)?;
-        Dispatched {
-            args: Vec::new(),
-            state: apply_config(state, &image),
-            image,
-            platform: platform.clone(),
-        }
-    } else if let Some(reference) = value.strip_prefix("oci-layout://") {
-        let state = builder::oci_layout(reference)
-            .custom_name(format!("[context {name}] load {value}"))
-            .platform(platform.clone())
-            .state();
-        let image = match ctx.resolver.resolve(value, &options::from_pb(platform)) {
-            Ok(r) => ImageSpec::parse(&r.config).unwrap_or_else(|_| empty()),
-            Err(_) => empty(),
-        };
-        Dispatched {
-            args: Vec::new(),
-            state: apply_config(state, &image),
-            image,
-            platform: platform.clone(),
-        }
-    } else if let Some(local) = value.strip_prefix("local:") {
-        let state = builder::local(local)
-            .shared_key_hint(local)
-            .custom_name(format!("[context {name}] load from client"))
-            .state();
-        Dispatched {
-            args: Vec::new(),
-            state,
-            image: empty(),
-            platform: platform.clone(),
-        }
-    } else if let Some(stage) = value.strip_prefix("target:") {
-        let idx = find_stage(&ctx.stages, stage, ctx.stages.len()).ok_or_else(|| {
-            ctx.err
-                .at(node, format!("named context {name}: no stage {stage:?}"))
-        })?;
-        stages::dispatch(ctx, idx)?
-    } else if value.starts_with("input:") {
+    let plain = |state: State| Dispatched {
+        args: Vec::new(),
+        state,
+        image: empty(),
+        platform: platform.clone(),
+    };
+    let Some((scheme, rest)) = value.split_once(':') else {
         return Err(ctx.err.at(
             node,
-            format!("named context {name}={value}: input: contexts are not supported by kiln yet"),
+            format!("invalid context specifier {value} for {name}"),
         ));
-    } else if value.starts_with("http://") || value.starts_with("https://") {
-        if super::copy::is_git_url(value) {
-            Dispatched {
-                args: Vec::new(),
-                state: super::copy::git_state(
-                    value,
-                    &format!("[context {name}] load git source {value}"),
-                ),
-                image: empty(),
-                platform: platform.clone(),
+    };
+    let scheme = if scheme.starts_with("git@") {
+        "git"
+    } else {
+        scheme
+    };
+    let d = match scheme {
+        "docker-image" => {
+            let reference = rest.trim_start_matches("//");
+            if reference == "scratch" {
+                plain(State::scratch())
+            } else {
+                let (pinned, mut image) = resolve_image(ctx, reference, platform, node)?;
+                image.created = None;
+                let c = Constraints::default().custom_name(format!("[context {name}] {reference}"));
+                let state = image_state(ctx, &pinned, platform, &c, node)?;
+                Dispatched {
+                    args: Vec::new(),
+                    state: apply_config(state, &image),
+                    image,
+                    platform: platform.clone(),
+                }
             }
-        } else {
-            let state = builder::http(value)
-                .custom_name(format!("[context {name}] load remote build context"))
+        }
+        "oci-layout" => {
+            let spec = rest.trim_start_matches("//");
+            let Some((store, digest)) = spec.split_once('@') else {
+                return Err(ctx
+                    .err
+                    .at(node, format!("oci-layout reference {spec:?} has no digest")));
+            };
+            let store = store.split(':').next().unwrap_or(store);
+            let base = builder::normalize_image_ref(name.split("::").next().unwrap_or(name))
+                .map_err(|e| {
+                    ctx.err.at(
+                        node,
+                        format!("could not parse oci-layout reference {name:?}: {e}"),
+                    )
+                })?;
+            let base = base
+                .rsplit_once(':')
+                .filter(|(n, _)| !n.ends_with('/') && !n.contains('@'))
+                .map_or(base.clone(), |(n, _)| n.to_string());
+            let dummy = format!("{base}@{digest}");
+            let image = match ctx.resolver.resolve(&dummy, &options::from_pb(platform)) {
+                Ok(r) => ImageSpec::parse(&r.config).unwrap_or_else(|_| empty()),
+                Err(_) => empty(),
+            };
+            let state = builder::oci_layout(dummy)
+                .store_id(store)
+                .custom_name(format!("[context {name}] OCI load from client"))
+                .platform(platform.clone())
                 .state();
             Dispatched {
                 args: Vec::new(),
-                state,
-                image: empty(),
+                state: apply_config(state, &image),
+                image,
                 platform: platform.clone(),
             }
         }
-    } else if super::copy::is_git_url(value) {
-        Dispatched {
-            args: Vec::new(),
-            state: super::copy::git_state(
-                value,
-                &format!("[context {name}] load git source {value}"),
-            ),
-            image: empty(),
-            platform: platform.clone(),
+        "local" => {
+            let mut l = builder::local(rest)
+                .shared_key_hint(format!("context:{name}-"))
+                .custom_name(format!("[context {name}] load from client"));
+            if let Some(ex) = ctx
+                .opts
+                .named_dockerignore
+                .get(rest)
+                .filter(|e| !e.is_empty())
+            {
+                l = l.exclude_patterns(ex.clone());
+            }
+            plain(l.state())
         }
-    } else {
-        return Err(ctx.err.at(
-            node,
-            format!("unsupported context source {value:?} for {name}"),
-        ));
+        "target" => {
+            let idx = find_stage(&ctx.stages, rest, ctx.stages.len()).ok_or_else(|| {
+                ctx.err
+                    .at(node, format!("named context {name}: no stage {rest:?}"))
+            })?;
+            stages::dispatch(ctx, idx)?
+        }
+        "input" => {
+            return Err(ctx.err.at(
+                node,
+                format!(
+                    "named context {name}={value}: input: contexts are not supported by kiln yet"
+                ),
+            ));
+        }
+        "git" => plain(super::copy::git_state(
+            value,
+            &format!("[context {name}] load git source {value}"),
+        )),
+        "http" | "https" if super::copy::is_git_url(value) => plain(super::copy::git_state(
+            value,
+            &format!("[context {name}] load git source {value}"),
+        )),
+        "http" | "https" => plain(
+            builder::http(value)
+                .filename("context")
+                .custom_name(format!("[context {name}] {value}"))
+                .state(),
+        ),
+        other => {
+            return Err(ctx.err.at(
+                node,
+                format!("unsupported context source {other} for {name}"),
+            ));
+        }
     };
     ctx.named.insert(name.to_string(), d.clone());
     Ok(d)

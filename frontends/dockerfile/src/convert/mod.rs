@@ -143,6 +143,29 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
     }
     opts.dockerfile_definition = Some(df_def);
 
+    // `.dockerignore` of `local:` named contexts.
+    let named: Vec<(String, String)> = opts
+        .named_contexts
+        .iter()
+        .filter_map(|(k, v)| v.strip_prefix("local:").map(|l| (k.clone(), l.to_string())))
+        .collect();
+    for (name, local) in named {
+        let st = builder::local(local.clone())
+            .include_patterns(vec![".dockerignore".to_string()])
+            .shared_key_hint(format!("context:{name}-.dockerignore"))
+            .custom_name(format!("[context {name}] load .dockerignore"))
+            .differ("none", false)
+            .state();
+        let def = st
+            .marshal(&MarshalOptions::default())
+            .map_err(|e| FrontendError::new(format!("marshaling the {local} source: {e}")))?;
+        let h = gw.solve(&encode_def(&def), true)?;
+        if let Ok(data) = gw.read_file(&h, ".dockerignore", 0, None) {
+            opts.named_dockerignore
+                .insert(local, parse_dockerignore(&String::from_utf8_lossy(&data)));
+        }
+    }
+
     let resolver = GatewayResolver {
         gw,
         mode: opts.image_resolve_mode.as_str(),

@@ -52,6 +52,9 @@ pub struct ConvertOptions {
     pub no_cache: Option<Vec<String>>,
     /// `context:NAME` values.
     pub named_contexts: BTreeMap<String, String>,
+    /// `.dockerignore` patterns of `local:` named contexts, by local name
+    /// (filled by [`crate::convert::convert`]).
+    pub named_dockerignore: BTreeMap<String, Vec<String>>,
     /// `add-hosts`: `(host, ip)`.
     pub extra_hosts: Vec<(String, String)>,
     /// `image-resolve-mode`.
@@ -98,6 +101,7 @@ impl Default for ConvertOptions {
             multi_platform: false,
             no_cache: None,
             named_contexts: BTreeMap::new(),
+            named_dockerignore: BTreeMap::new(),
             extra_hosts: Vec::new(),
             image_resolve_mode: ImageResolveMode::Default,
             dockerignore: Vec::new(),

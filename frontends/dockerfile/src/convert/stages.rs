@@ -464,11 +464,11 @@ fn makes_op(node: &Node) -> bool {
 
 fn run_stage(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Dispatched, FrontendError> {
     // A named context with the stage's name replaces the stage.
-    if let Some(name) = &def.name
-        && let Some(value) = ctx.opts.named_contexts.get(name).cloned()
-    {
+    if let Some(name) = &def.name {
         let platform = ctx.target_platform.clone();
-        return from::named_context(ctx, name, &value, &def.from, &platform);
+        if let Some((key, value)) = from::lookup_named(ctx, name, &platform) {
+            return from::named_context(ctx, &key, &value, &def.from, &platform);
+        }
     }
     let base = from::resolve_base(ctx, def)?;
     let triggers = meta::parse_triggers(ctx, &def.from, &base.image.config.on_build)?;
