@@ -651,6 +651,36 @@ impl SnapshotStore {
         Ok(OverlayLowers { base, relative })
     }
 
+    /// [`SnapshotStore::overlay_lowers`] flattened just enough that
+    /// [`OverlayLowers::mount_data_relative`] with this `upper` and `work`
+    /// fits the kernel's 4096-byte limit on legacy `mount(2)` data.
+    pub fn overlay_lowers_fitting(
+        &self,
+        parent: Option<&SnapshotId>,
+        upper: &Path,
+        work: &Path,
+    ) -> Result<OverlayLowers> {
+        let fixed = format!(
+            "lowerdir=,upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
+            upper.display(),
+            work.display()
+        )
+        .len();
+        // "committed/<id>/diff:" is at most 15 + 64 + 1 bytes per layer.
+        let longest = match parent {
+            Some(p) => self
+                .chain(p)?
+                .iter()
+                .map(|s| s.as_str().len())
+                .max()
+                .unwrap_or(16),
+            None => 16,
+        };
+        let per_layer = "committed//diff:".len() + longest;
+        let max = 4095usize.saturating_sub(fixed) / per_layer;
+        self.overlay_lowers(parent, max.max(1))
+    }
+
     /// Bytes used by the snapshot's own diff (allocated blocks, hardlinks once).
     pub fn usage(&self, id: &SnapshotId) -> Result<u64> {
         fsutil::usage(&self.diff_dir(id)?)

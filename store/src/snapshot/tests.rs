@@ -203,3 +203,27 @@ fn views_build_on_ancestor_views() {
     );
     assert_eq!(read(&s.view(&top).unwrap().join("change")), "new");
 }
+
+#[test]
+fn long_chains_fit_the_mount_option_limit() {
+    let t = tempfile::tempdir().unwrap();
+    let s = SnapshotStore::new(t.path()).unwrap().without_sync();
+    let mut top: Option<SnapshotId> = None;
+    for _ in 0..150 {
+        let a = s.prepare(top.as_ref()).unwrap();
+        top = Some(s.commit(a).unwrap());
+    }
+    let a = s.prepare(top.as_ref()).unwrap();
+    let full = s.overlay_lowers(top.as_ref(), 500).unwrap();
+    assert_eq!(full.relative.len(), 150);
+    assert!(full.mount_data(&a.upper(), &a.work()).is_none());
+    assert!(full.mount_data_relative(&a.upper(), &a.work()).is_none());
+    let fit = s
+        .overlay_lowers_fitting(top.as_ref(), &a.upper(), &a.work())
+        .unwrap();
+    assert!(fit.relative.len() < 150);
+    assert!(fit.relative.last().unwrap().starts_with("views/"));
+    assert!(fit.mount_data_relative(&a.upper(), &a.work()).is_some());
+    assert!(fit.absolute().iter().all(|p| p.is_dir()));
+    s.abort(a).unwrap();
+}
