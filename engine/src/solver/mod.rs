@@ -350,7 +350,7 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
                 return Err(self.fail(&env, e));
             }
             Err(e) => {
-                if env.cancel.is_cancelled() && env.first_failure.get().is_some() {
+                if env.cancel.is_cancelled() {
                     env.progress
                         .completed(&self.info, started, Some("cancelled"));
                     return Err(Arc::new(SolveFailure::Cancelled));

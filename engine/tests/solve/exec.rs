@@ -297,3 +297,56 @@ async fn exec_without_runtime_and_failing_exec_are_clear() {
     );
     assert!(buf.text().contains("it failed"), "{}", buf.text());
 }
+
+/// Runs until cancelled.
+struct SlowExecutor;
+
+impl Executor for SlowExecutor {
+    fn run(
+        &self,
+        req: &ExecRequest,
+        _output: &mut dyn OutputSink,
+        cancel: &CancelToken,
+    ) -> rt::Result<ExecOutcome> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(20) {
+            if cancel.is_canceled() {
+                return Err(rt::Error::Canceled {
+                    container_id: "slow".into(),
+                    argv: req.process.args.clone(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(ExecOutcome {
+            container_id: "slow".into(),
+            exit_code: 0,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_exec_kills_it() {
+    let root = tempfile::tempdir().unwrap();
+    let e = Engine::open(
+        root.path(),
+        EngineConfig {
+            executor: Some(Arc::new(SlowExecutor)),
+            rootfs_mode: Some(kiln_engine::ops::RootfsMode::Copy),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut def = Def::default();
+    let run = def.add(exec_op(&[], &["sleep", "forever"], vec![root_mount(-1)]));
+    let (s, _) = session_with(|_| {}, &[]);
+    let cancel = s.cancel.clone();
+    let t = std::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    let err = e.solve(&def.finish(&run), s).await.unwrap_err();
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    assert!(matches!(err, kiln_engine::SolveError::Cancelled), "{err:?}");
+}
