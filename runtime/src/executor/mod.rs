@@ -268,7 +268,8 @@ pub enum SecurityMode {
     /// device cgroup, optional seccomp.
     #[default]
     Sandbox,
-    /// Privileged: all capabilities, all devices allowed, nothing masked,
-    /// `/sys` writable, no seccomp (`--security=insecure`).
+    /// Privileged: every capability the engine holds, the host's device
+    /// nodes and all devices allowed, nothing masked, `/sys` writable, no
+    /// seccomp (`--security=insecure`).
     Insecure,
 }

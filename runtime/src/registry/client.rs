@@ -120,6 +120,9 @@ impl PullProgress for NoProgress {}
 pub struct RegistryClient {
     opts: RegistryOptions,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// Credentials looked up once per registry host (a credential helper
+    /// is a process spawn).
+    auths: Mutex<HashMap<String, RegistryAuth>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -142,6 +145,7 @@ impl RegistryClient {
         Self {
             opts,
             clients: Mutex::new(HashMap::new()),
+            auths: Mutex::new(HashMap::new()),
         }
     }
 
@@ -176,6 +180,15 @@ impl RegistryClient {
 
     /// The auth to present to `r`'s registry.
     pub(crate) fn auth(&self, r: &ImageRef) -> Result<RegistryAuth> {
+        let host = r.registry().to_string();
+        if let Some(a) = self
+            .auths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host)
+        {
+            return Ok(a.clone());
+        }
         let creds = match self.opts.credentials.get(r.registry()) {
             Some(c) => Some(c.clone()),
             None => match self.opts.docker_config.clone().or_else(docker_config_path) {
@@ -183,10 +196,15 @@ impl RegistryClient {
                 None => None,
             },
         };
-        Ok(match creds {
+        let auth = match creds {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
-        })
+        };
+        self.auths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host, auth.clone());
+        Ok(auth)
     }
 
     /// Fetch a manifest or index by tag or digest and check it: size bound,
