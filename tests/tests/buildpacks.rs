@@ -371,3 +371,504 @@ fn fixture_hello_sh() {
         stderr(&out)
     );
 }
+
+#[test]
+fn fixture_static_site_with_inline_order() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let fx = fixtures();
+    let order = std::fs::read_to_string(fx.join("order.toml")).unwrap();
+    let img = env.build_ok(
+        &fx.join("apps/static-site"),
+        &fx.join("buildpacks"),
+        &[&format!("order={order}")],
+        "static",
+    );
+    for f in ["index.html", "about.html"] {
+        assert_eq!(
+            img.read(&format!("/workspace/{f}")),
+            std::fs::read_to_string(fx.join("apps/static-site").join(f)).unwrap()
+        );
+    }
+    assert!(!img.exists("/workspace/notes.txt"));
+    assert!(!img.exists("/workspace/project.toml"));
+    assert!(img.executable("/layers/samples_static-files/static/bin/serve"));
+    assert_eq!(
+        img.read("/layers/samples_static-files/static/env.launch/STATIC_ROOT"),
+        "/workspace"
+    );
+    assert_eq!(
+        img.read("/layers/samples_static-files/static/env.launch/STATIC_MODE.default"),
+        "production"
+    );
+    assert_eq!(
+        img.read("/layers/samples_static-files/static/banner.txt"),
+        "built-with-static-files"
+    );
+    assert!(!img.exists("/layers/samples_hello-sh"));
+
+    let c = img.cfg();
+    assert_eq!(c["Entrypoint"], serde_json::json!(["serve"]));
+    assert!(c["Cmd"].as_array().is_none_or(|a| a.is_empty()));
+    assert_eq!(c["WorkingDir"], "/workspace");
+    assert_eq!(
+        img.env(),
+        env_with(
+            &run_image_env(),
+            &[
+                &format!("PATH=/layers/samples_static-files/static/bin:{RUN_PATH}"),
+                "STATIC_ROOT=/workspace",
+                "STATIC_MODE=production",
+                "CNB_LAYERS_DIR=/layers",
+                "CNB_APP_DIR=/workspace",
+            ]
+        )
+    );
+    let bm = img.label_json("io.buildpacks.build.metadata");
+    assert_eq!(bm["buildpacks"].as_array().unwrap().len(), 1);
+    assert_eq!(bm["buildpacks"][0]["id"], "samples/static-files");
+    assert_eq!(bm["buildpacks"][0]["version"], "0.0.1");
+    let procs = bm["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 2);
+    let web = procs.iter().find(|p| p["type"] == "web").unwrap();
+    assert_eq!(web["command"], serde_json::json!(["serve"]));
+    assert!(web["args"].as_array().is_none_or(|a| a.is_empty()));
+    assert_eq!(web["buildpackID"], "samples/static-files");
+    let pages = procs.iter().find(|p| p["type"] == "pages").unwrap();
+    assert_eq!(pages["command"], serde_json::json!(["cat"]));
+    assert_eq!(pages["args"], serde_json::json!(["about.html"]));
+    assert_eq!(pages["working-dir"], "/workspace");
+    assert_eq!(bm["buildpack-default-process-type"], "web");
+    let lm = img.label_json("io.buildpacks.lifecycle.metadata");
+    assert_eq!(lm["buildpacks"][0]["key"], "samples/static-files");
+    assert_eq!(lm["buildpacks"][0]["layers"]["static"]["launch"], true);
+    assert_eq!(
+        lm["buildpacks"][0]["layers"]["static"]["data"],
+        serde_json::json!({"fixture": "static-files"})
+    );
+    assert!(img.label_json("io.buildpacks.project.metadata").is_object());
+    assert!(img.label("org.example.hello-sh").is_none());
+
+    let out = img.run(None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<h1>Static fixture</h1>\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn fixture_no_group_passes() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let fx = fixtures();
+    let app = env.out.path().join("only-project");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::copy(
+        fx.join("apps/hello-sh/project.toml"),
+        app.join("project.toml"),
+    )
+    .unwrap();
+    let bps = fixture_buildpacks_with_order(env.out.path());
+    let (out, tar) = env.build(&app, &bps, &[], "none");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no buildpack group passed detection"), "{err}");
+    assert!(
+        err.contains("samples/hello-sh@0.0.1 did not pass detection"),
+        "{err}"
+    );
+    assert!(
+        err.contains("samples/static-files@0.0.1 did not pass detection"),
+        "{err}"
+    );
+    assert!(!tar.exists(), "no image is written");
+}
+
+#[test]
+fn second_build_is_cached_and_output_reproducible() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let fx = fixtures();
+    let bps = fixture_buildpacks_with_order(env.out.path());
+    let app = fx.join("apps/hello-sh");
+    let (first, tar1) = env.build(&app, &bps, &[], "first");
+    assert_ok(&first);
+    assert!(
+        stderr(&first).contains("hello-sh: building"),
+        "{}",
+        stderr(&first)
+    );
+    let (second, tar2) = env.build(&app, &bps, &[], "second");
+    assert_ok(&second);
+    let err = stderr(&second);
+    assert!(
+        !err.contains("hello-sh: found hello.sh"),
+        "detect ran again:\n{err}"
+    );
+    assert!(
+        !err.contains("hello-sh: building"),
+        "build ran again:\n{err}"
+    );
+    for line in err
+        .lines()
+        .filter(|l| l.contains("[buildpacks] detect") || l.contains("[buildpacks] build"))
+    {
+        let id = line.split_whitespace().next().unwrap();
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(id) && l.contains("CACHED")),
+            "{line} was not cached:\n{err}"
+        );
+    }
+    let a = Image::unpack(&tar1, &env.out.path().join("u1"));
+    let b = Image::unpack(&tar2, &env.out.path().join("u2"));
+    assert_eq!(a.config, b.config);
+
+    // From an empty state dir the image is byte for byte the same.
+    let other_root = tempfile::tempdir().unwrap();
+    let (third, tar3) = env.build_in(other_root.path(), &app, &bps, &[], "third");
+    assert_ok(&third);
+    let c = Image::unpack(&tar3, &env.out.path().join("u3"));
+    assert_eq!(
+        a.manifest_digest, c.manifest_digest,
+        "a fresh build gives the same image"
+    );
+}
+
+/// Writes a buildpack (API 0.12) with shell scripts for `bin/detect` and
+/// `bin/build` into `<dir>/<escaped id>/<version>/`.
+fn write_buildpack(dir: &Path, id: &str, version: &str, detect: &str, build: &str) {
+    let root = dir.join(id.replace('/', "_")).join(version);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(
+        root.join("buildpack.toml"),
+        format!("api = \"0.12\"\n[buildpack]\nid = \"{id}\"\nversion = \"{version}\"\n"),
+    )
+    .unwrap();
+    for (name, body) in [("detect", detect), ("build", build)] {
+        let p = root.join("bin").join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+fn write(dir: &Path, name: &str, data: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), data).unwrap();
+}
+
+const WEB: &str = r#"cat >> "$CNB_LAYERS_DIR/launch.toml" <<'EOF'
+[[processes]]
+type = "web"
+command = ["sh", "-c", "echo ok"]
+default = true
+EOF"#;
+
+#[test]
+fn detect_exit_codes_or_plans_and_optional_buildpacks() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let bps = env.out.path().join("bps");
+    write_buildpack(
+        &bps,
+        "t/error",
+        "1.0.0",
+        "echo detect is broken; exit 3",
+        "exit 1",
+    );
+    write_buildpack(&bps, "t/fail", "1.0.0", "exit 100", "exit 1");
+    write_buildpack(
+        &bps,
+        "t/provider",
+        "1.0.0",
+        r#"cat > "$CNB_BUILD_PLAN_PATH" <<'EOF'
+[[provides]]
+name = "x"
+
+[[or]]
+[[or.provides]]
+name = "y"
+EOF"#,
+        &format!(
+            r#"mkdir -p "$CNB_LAYERS_DIR/p"
+cp "$CNB_BP_PLAN_PATH" "$CNB_LAYERS_DIR/p/plan.toml"
+printf '[types]\nlaunch = true\n' > "$CNB_LAYERS_DIR/p.toml"
+{WEB}"#
+        ),
+    );
+    write_buildpack(
+        &bps,
+        "t/requirer",
+        "1.0.0",
+        r#"cat > "$CNB_BUILD_PLAN_PATH" <<'EOF'
+[[requires]]
+name = "y"
+[requires.metadata]
+version = "2.0"
+EOF"#,
+        r#"mkdir -p "$CNB_LAYERS_DIR/r"
+cp "$CNB_BP_PLAN_PATH" "$CNB_LAYERS_DIR/r/plan.toml"
+printf '[types]\nlaunch = true\n' > "$CNB_LAYERS_DIR/r.toml""#,
+    );
+    write_buildpack(
+        &bps,
+        "t/opt",
+        "1.0.0",
+        r#"printf '[[provides]]\nname = "z"\n' > "$CNB_BUILD_PLAN_PATH""#,
+        "echo optional buildpack must not build; exit 1",
+    );
+    write(
+        &bps,
+        "order.toml",
+        r#"
+[[order]]
+[[order.group]]
+id = "t/error"
+version = "1.0.0"
+
+[[order]]
+[[order.group]]
+id = "t/fail"
+version = "1.0.0"
+[[order.group]]
+id = "t/provider"
+version = "1.0.0"
+
+[[order]]
+[[order.group]]
+id = "t/opt"
+version = "1.0.0"
+optional = true
+[[order.group]]
+id = "t/provider"
+version = "1.0.0"
+[[order.group]]
+id = "t/requirer"
+version = "1.0.0"
+"#,
+    );
+    let app = env.out.path().join("app");
+    write(&app, "README", "app\n");
+    let (out, tar) = env.build(&app, &bps, &[], "detect");
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("buildpack t/error@1.0.0: detection failed: bin/detect exited with code 3"),
+        "{err}"
+    );
+    let img = Image::unpack(&tar, &env.out.path().join("detect"));
+    let bm = img.label_json("io.buildpacks.build.metadata");
+    let ids: Vec<&str> = bm["buildpacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["t/provider", "t/requirer"],
+        "the optional member dropped out"
+    );
+    assert!(!img.exists("/layers/t_opt"));
+    // The provider chose its [[or]] alternative (y) and got the requirement.
+    assert_eq!(
+        img.read("/layers/t_provider/p/plan.toml"),
+        "[[entries]]\nname = \"y\"\n\n[entries.metadata]\nversion = \"2.0\"\n"
+    );
+    assert_eq!(img.read("/layers/t_requirer/r/plan.toml"), "entries = []\n");
+}
+
+#[test]
+fn env_files_and_layer_visibility() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let bps = env.out.path().join("bps");
+    // t/one: a build-only layer "tools" and a launch-only layer "runtime".
+    write_buildpack(
+        &bps,
+        "t/one",
+        "1.0.0",
+        "exit 0",
+        r#"set -e
+L="$CNB_LAYERS_DIR"
+mkdir -p "$L/tools/bin" "$L/tools/env" "$L/tools/env.build" "$L/tools/env.launch"
+printf '#!/bin/sh\necho tool-ok\n' > "$L/tools/bin/kiln-tool"
+chmod 755 "$L/tools/bin/kiln-tool"
+printf 'from-build-layer' > "$L/tools/env/SHARED"
+printf 'yes' > "$L/tools/env.build/BUILD_ONLY"
+printf 'p1' > "$L/tools/env/P.prepend"
+printf ':' > "$L/tools/env/P.delim"
+printf 'p0' > "$L/tools/env.build/P.prepend"
+printf 'a1' > "$L/tools/env/A.append"
+printf ',' > "$L/tools/env/A.delim"
+printf 'a2' > "$L/tools/env.build/A.append"
+printf ';' > "$L/tools/env.build/A.delim"
+printf 'o1' > "$L/tools/env/O.override"
+printf 'o2' > "$L/tools/env.build/O"
+printf 'd-env' > "$L/tools/env/D.default"
+printf 'd-build' > "$L/tools/env.build/D.default"
+printf 'never' > "$L/tools/env.launch/TOOLS_LAUNCH"
+printf '[types]\nbuild = true\n' > "$L/tools.toml"
+mkdir -p "$L/runtime/env" "$L/runtime/env.launch/web" "$L/runtime/env.launch/other"
+printf '1' > "$L/runtime/env/LAUNCH_VAR"
+printf 'first' > "$L/runtime/env.launch/OVERRIDE"
+printf 'd1' > "$L/runtime/env.launch/DEF.default"
+printf 'lp1' > "$L/runtime/env/LP.prepend"
+printf 'yes' > "$L/runtime/env.launch/web/PROC_ONLY"
+printf 'no' > "$L/runtime/env.launch/other/OTHER_ONLY"
+printf '[types]\nlaunch = true\n' > "$L/runtime.toml""#,
+    );
+    // t/two: records what it sees, and adds launch env of its own.
+    write_buildpack(
+        &bps,
+        "t/two",
+        "1.0.0",
+        "exit 0",
+        &format!(
+            r#"set -e
+L="$CNB_LAYERS_DIR"
+mkdir -p "$L/seen/env.launch"
+for v in SHARED BUILD_ONLY P A O D TOOLS_LAUNCH LAUNCH_VAR OVERRIDE; do
+  eval "printf '%s=%s\n' $v \"\${{$v-unset}}\"" >> "$L/seen/env.txt"
+done
+kiln-tool >> "$L/seen/env.txt"
+if [ -e /layers/t_one/runtime ]; then echo runtime-visible; else echo runtime-hidden; fi >> "$L/seen/env.txt"
+printf 'second' > "$L/seen/env.launch/OVERRIDE"
+printf 'd2' > "$L/seen/env.launch/DEF.default"
+printf 'lp2' > "$L/seen/env.launch/LP.prepend"
+printf ',' > "$L/seen/env.launch/LP.delim"
+printf '[types]\nlaunch = true\n' > "$L/seen.toml"
+{WEB}"#
+        ),
+    );
+    write(
+        &bps,
+        "order.toml",
+        "[[order]]\n[[order.group]]\nid = \"t/one\"\nversion = \"1.0.0\"\n[[order.group]]\nid = \"t/two\"\nversion = \"1.0.0\"\n",
+    );
+    let app = env.out.path().join("app");
+    write(&app, "README", "app\n");
+    let img = env.build_ok(&app, &bps, &[], "env");
+
+    assert_eq!(
+        img.read("/layers/t_two/seen/env.txt"),
+        "SHARED=from-build-layer\nBUILD_ONLY=yes\nP=p0p1\nA=a1;a2\nO=o2\nD=d-env\n\
+         TOOLS_LAUNCH=unset\nLAUNCH_VAR=unset\nOVERRIDE=unset\ntool-ok\nruntime-hidden\n"
+    );
+    assert!(
+        !img.exists("/layers/t_one/tools"),
+        "build-only layers stay out of the image"
+    );
+    assert!(img.exists("/layers/t_one/runtime/env/LAUNCH_VAR"));
+    assert_eq!(
+        img.env(),
+        env_with(
+            &run_image_env(),
+            &[
+                "LAUNCH_VAR=1",
+                "OVERRIDE=second",
+                "DEF=d1",
+                "LP=lp2,lp1",
+                "PROC_ONLY=yes",
+                "CNB_LAYERS_DIR=/layers",
+                "CNB_APP_DIR=/workspace",
+            ]
+        )
+    );
+    let out = img.run(None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn cache_layers_are_restored_on_rebuild() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let bps = env.out.path().join("bps");
+    write_buildpack(
+        &bps,
+        "t/cache",
+        "1.0.0",
+        "exit 0",
+        &format!(
+            r#"set -e
+L="$CNB_LAYERS_DIR"
+n=1
+if [ -f "$L/deps/count" ]; then n=$(( $(cat "$L/deps/count") + 1 )); fi
+meta=none
+if [ -f "$L/deps.toml" ] && grep -q 'runs' "$L/deps.toml" && ! grep -q types "$L/deps.toml"; then meta=restored; fi
+mkdir -p "$L/deps" "$L/report"
+printf '%s' "$n" > "$L/deps/count"
+printf '[types]\ncache = true\n[metadata]\nruns = %s\n' "$n" > "$L/deps.toml"
+printf '%s %s' "$n" "$meta" > "$L/report/result"
+printf '[types]\nlaunch = true\n' > "$L/report.toml"
+{WEB}"#
+        ),
+    );
+    write(
+        &bps,
+        "order.toml",
+        "[[order]]\n[[order.group]]\nid = \"t/cache\"\nversion = \"1.0.0\"\n",
+    );
+    let app = env.out.path().join("app");
+    write(&app, "version", "1\n");
+    let img = env.build_ok(&app, &bps, &[], "cache1");
+    assert_eq!(img.read("/layers/t_cache/report/result"), "1 none");
+    assert!(
+        !img.exists("/layers/t_cache/deps"),
+        "cache-only layers stay out of the image"
+    );
+    write(&app, "version", "2\n");
+    let img = env.build_ok(&app, &bps, &[], "cache2");
+    assert_eq!(img.read("/layers/t_cache/report/result"), "2 restored");
+    write(&app, "version", "3\n");
+    let img = env.build_ok(&app, &bps, &[], "cache3");
+    assert_eq!(img.read("/layers/t_cache/report/result"), "3 restored");
+}
+
+#[test]
+fn failing_build_names_the_buildpack_and_shows_its_output() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let bps = env.out.path().join("bps");
+    write_buildpack(
+        &bps,
+        "t/broken",
+        "1.0.0",
+        "exit 0",
+        "echo compiling widgets\necho 'error: widget missing' >&2\nexit 7",
+    );
+    let app = env.out.path().join("app");
+    write(&app, "README", "app\n");
+    let (out, tar) = env.build(&app, &bps, &["buildpacks=t/broken"], "broken");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("buildpack t/broken@1.0.0: bin/build failed with exit code 7"),
+        "{err}"
+    );
+    assert!(err.contains("compiling widgets"), "{err}");
+    assert!(err.contains("error: widget missing"), "{err}");
+    assert!(!tar.exists());
+}
