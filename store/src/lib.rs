@@ -8,7 +8,7 @@
 //! | --- | --- | --- |
 //! | [`content`] | [`ContentStore`]: blobs at `<root>/content/blobs/sha256/<hex>`, verified, atomic writes | runtime (pulled blobs), exporters |
 //! | [`snapshot`] | [`SnapshotStore`]: immutable snapshots (diff dirs in overlay upper form), merged views, overlay lowerdirs, prepare → commit | engine (op results), runtime (rootfs mounts) |
-//! | [`layer`] | diff dir → OCI layer blob (sorted, reproducible, gzip/zstd/none); layer or plain tar → snapshot, refusing hostile entries | runtime (unpack pulled layers), engine (ADD), exporters |
+//! | [`layer`] | diff dir → OCI layer blob (sorted, reproducible, gzip/zstd/none); layer or plain archive (tar, gzip, zstd, bzip2, xz) → snapshot or tree, refusing hostile entries | runtime (unpack pulled layers), engine (ADD), exporters |
 //! | [`exporter`] | `oci`, `docker`, `local`, `tar` outputs from a snapshot chain and an image config | engine |
 //! | [`ocilayout`] | read an OCI image layout (`oci-layout://` source) into the stores | engine |
 //! | [`digest`] | the [`Digest`] type and hashing readers/writers | all |
@@ -42,7 +42,11 @@
 //!   id, each on the previous one. The blob is remembered, so exports reuse
 //!   it (same digest as the registry's).
 //! - Rootfs mounts: [`OverlayLowers::absolute`] for `lowerdir+`, or
-//!   [`OverlayLowers::mount_data`] / [`OverlayLowers::mount_data_relative`].
+//!   [`OverlayLowers::mount_data`] / [`OverlayLowers::mount_data_relative`]
+//!   (chdir to [`OverlayLowers::base`] in the forked mounter), with
+//!   [`SnapshotStore::overlay_lowers_fitting`] flattening long chains so
+//!   the data fits in 4 KiB. Remove mount stubs from the upper before
+//!   committing.
 //!
 //! ```
 //! use kiln_store::{ContentStore, SnapshotStore, exporter};
