@@ -7,6 +7,7 @@ mod export;
 mod files;
 mod graph;
 mod procs;
+mod registry;
 mod runc;
 
 use std::path::Path;
