@@ -79,10 +79,14 @@ fn options_of(dir: &Path) -> ConvertOptions {
 fn render_warnings(ws: &[Warning]) -> String {
     let mut out = String::new();
     for w in ws {
-        match &w.location {
-            Some(l) => out.push_str(&format!("{}:{}: {}\n", l.file, l.start_line, w.message)),
-            None => out.push_str(&format!("{}\n", w.message)),
+        if let Some(l) = &w.location {
+            out.push_str(&format!("{}:{}: ", l.file, l.start_line));
         }
+        if let Some(r) = &w.rule {
+            out.push_str(&format!("[{r}] "));
+        }
+        out.push_str(&w.message);
+        out.push('\n');
     }
     out
 }

@@ -115,6 +115,13 @@ pub(crate) fn dispatch_arg(
                 .find(|(g, _)| g == k)
                 .map(|(_, v)| v.clone())
         };
+        if looks_secret(k) {
+            ctx.lint(
+                node,
+                "SecretsUsedInArgOrEnv",
+                format!("Do not use ARG or ENV instructions for sensitive data (ARG {k:?})"),
+            );
+        }
         match &value {
             Some(v) => shown.push(format!("{k}={v}")),
             None => shown.push(k.to_string()),
@@ -150,4 +157,24 @@ pub(crate) fn proxy_env(ctx: &Ctx<'_>, run: &StageRun) -> Option<pb::ProxyEnv> {
         && p.no_proxy.is_empty()
         && p.all_proxy.is_empty();
     (!empty).then_some(p)
+}
+
+/// Whether a variable name looks like it holds a secret (`API_TOKEN`,
+/// `DB_PASSWORD`, …).
+pub(crate) fn looks_secret(key: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    key.to_ascii_lowercase()
+        .split('_')
+        .any(|p| WORDS.contains(&p))
 }

@@ -125,10 +125,10 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
     let exp = shell::process_word_with_matches(&def.base, &ctx.global_args, esc)
         .map_err(|e| ctx.err.at(node, e))?;
     for missing in &exp.unmatched {
-        ctx.warn(
-            Some(node),
+        ctx.lint(
+            node,
+            "UndefinedArgInFrom",
             format!("FROM argument '{missing}' is not declared"),
-            Some("https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/"),
         );
     }
     let name = exp.result;
@@ -144,11 +144,18 @@ pub(crate) fn resolve_base(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Base, Fr
                 shell::process_word(raw, &ctx.global_args, esc).map_err(|e| ctx.err.at(node, e))?;
             let p = options::parse_platform(&v)
                 .ok_or_else(|| ctx.err.at(node, format!("failed to parse platform {v:?}")))?;
+            if raw.trim() == "$TARGETPLATFORM" || raw.trim() == "${TARGETPLATFORM}" {
+                ctx.lint(
+                    node,
+                    "RedundantTargetPlatform",
+                    format!("Setting platform to predefined {} in FROM is redundant as this is the default behavior", raw.trim()),
+                );
+            }
             if !raw.contains('$') {
-                ctx.warn(
-                    Some(node),
+                ctx.lint(
+                    node,
+                    "FromPlatformFlagConstDisallowed",
                     format!("FROM --platform flag should not use constant value {raw:?}"),
-                    Some("https://docs.docker.com/go/dockerfile/rule/from-platform-flag-const-disallowed/"),
                 );
             }
             options::to_pb(&p)

@@ -129,6 +129,17 @@ pub(crate) fn dispatch(
     match name.as_str() {
         "env" => {
             let kvs = pairs(ctx, run, node, "ENV")?;
+            for (k, _) in &kvs {
+                if super::args::looks_secret(k) {
+                    ctx.lint(
+                        node,
+                        "SecretsUsedInArgOrEnv",
+                        format!(
+                            "Do not use ARG or ENV instructions for sensitive data (ENV {k:?})"
+                        ),
+                    );
+                }
+            }
             let mut msg = String::from("ENV");
             for (k, v) in &kvs {
                 run.set_env(k, v);
@@ -193,6 +204,14 @@ pub(crate) fn dispatch(
         "workdir" => {
             let raw = single_arg(ctx, node, "WORKDIR")?;
             let p = expand(ctx, run, node, &raw)?;
+            if !run.workdir_set && !p.starts_with('/') {
+                ctx.lint(
+                    node,
+                    "WorkdirRelativePath",
+                    format!("Relative workdir {p:?} can have unexpected results if the base image changes"),
+                );
+            }
+            run.workdir_set = true;
             let cur = if run.image.config.working_dir.is_empty() {
                 "/".to_string()
             } else {
@@ -231,10 +250,10 @@ pub(crate) fn dispatch(
         "cmd" | "entrypoint" => {
             let upper = name.to_ascii_uppercase();
             if !node.json && !node.args.is_empty() && run.image.config.shell.is_none() {
-                ctx.warn(
-                    Some(node),
+                ctx.lint(
+                    node,
+                    "JSONArgsRecommended",
                     format!("JSON arguments recommended for {upper} to prevent unintended behavior related to OS signals"),
-                    Some("https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"),
                 );
             }
             let args = with_shell(run, node, &node.args);
@@ -291,10 +310,10 @@ pub(crate) fn dispatch(
         }
         "maintainer" => {
             let m = single_arg(ctx, node, "MAINTAINER")?;
-            ctx.warn(
-                Some(node),
+            ctx.lint(
+                node,
+                "MaintainerDeprecated",
                 "Maintainer instruction is deprecated in favor of using label",
-                Some("https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/"),
             );
             run.image.author = m.clone();
             run.image.history(format!("MAINTAINER {m}"), true);
@@ -318,10 +337,10 @@ fn parse_port(ctx: &mut Ctx<'_>, node: &Node, word: &str) -> Result<Vec<String>,
         None => (spec, "tcp"),
     };
     if proto != proto.to_ascii_lowercase() {
-        ctx.warn(
-            Some(node),
+        ctx.lint(
+            node,
+            "ExposeProtoCasing",
             format!("Defined protocol '{proto}' in EXPOSE instruction should be lowercase"),
-            Some("https://docs.docker.com/go/dockerfile/rule/expose-proto-casing/"),
         );
     }
     let proto = proto.to_ascii_lowercase();

@@ -73,12 +73,40 @@ pub trait ImageResolver {
 /// A non-fatal finding, reported through [`Gateway::warn`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
+    /// The lint rule (`StageNameCasing`, …), when the finding is one.
+    pub rule: Option<String>,
     /// One-line message.
     pub message: String,
     /// Longer explanation or documentation link.
     pub detail: Option<String>,
     /// Where in the Dockerfile.
     pub location: Option<Location>,
+}
+
+/// A lint finding of `rule`, with the rule's documentation link.
+pub(crate) fn lint_warning(
+    rule: &'static str,
+    message: impl Into<String>,
+    location: Option<Location>,
+) -> Warning {
+    let mut slug = String::new();
+    let chars: Vec<char> = rule.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+        if i > 0 && c.is_ascii_uppercase() && (prev_lower || next_lower) {
+            slug.push('-');
+        }
+        slug.push(c.to_ascii_lowercase());
+    }
+    Warning {
+        rule: Some(rule.to_string()),
+        message: message.into(),
+        detail: Some(format!(
+            "https://docs.docker.com/go/dockerfile/rule/{slug}/"
+        )),
+        location,
+    }
 }
 
 /// The whole frontend: options and files from the gateway in, a result with
@@ -232,7 +260,7 @@ pub(crate) fn find_stage(stages: &[StageDef], name: &str, before: usize) -> Opti
     let lower = name.to_ascii_lowercase();
     if let Some(i) = stages[..before.min(stages.len())]
         .iter()
-        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
     {
         return Some(i);
     }
@@ -302,10 +330,17 @@ impl Ctx<'_> {
     /// Records a warning at a node.
     pub fn warn(&mut self, node: Option<&Node>, message: impl Into<String>, detail: Option<&str>) {
         self.warnings.push(Warning {
+            rule: None,
             message: message.into(),
             detail: detail.map(str::to_string),
             location: node.map(|n| self.err.location(n)),
         });
+    }
+
+    /// Records a lint finding at a node.
+    pub fn lint(&mut self, node: &Node, rule: &'static str, message: impl Into<String>) {
+        let w = lint_warning(rule, message, Some(self.err.location(node)));
+        self.warnings.push(w);
     }
 
     /// Source location ranges of a node.
@@ -346,10 +381,12 @@ pub fn dockerfile_to_llb(
     let mut warnings: Vec<Warning> = ast
         .warnings
         .iter()
-        .map(|w| Warning {
-            message: w.short.clone(),
-            detail: Some(w.detail.clone()),
-            location: Some(Location::line(opts.filename.clone(), w.line as u32)),
+        .map(|w| {
+            lint_warning(
+                "NoEmptyContinuation",
+                w.short.clone(),
+                Some(Location::line(opts.filename.clone(), w.line as u32)),
+            )
         })
         .collect();
     if let Some(syntax) = ast.directive("syntax") {
@@ -358,6 +395,7 @@ pub fn dockerfile_to_llb(
             || image.starts_with("docker.io/docker/dockerfile");
         if !builtin {
             warnings.push(Warning {
+                rule: None,
                 message: format!(
                     "syntax directive {image:?} is ignored: the built-in Dockerfile frontend is used"
                 ),
@@ -432,6 +470,8 @@ pub fn dockerfile_to_llb(
         );
     }
 
+    apply_check_config(&ast, opts, &mut ctx.warnings)?;
+
     let mut image = out.image.clone();
     if let Some(p) = &opts.target_platform {
         let same = image.os == p.os && image.architecture == p.architecture;
@@ -457,6 +497,45 @@ pub fn dockerfile_to_llb(
     let bytes = encode_def(&def);
     let config = image.to_json();
     Ok((bytes, config, ctx.warnings))
+}
+
+/// Applies `# check=` (or `build-arg:BUILDKIT_DOCKERFILE_CHECK`): skipped
+/// rules are dropped; with `error=true` remaining lint findings fail the
+/// conversion.
+fn apply_check_config(
+    ast: &Ast,
+    opts: &ConvertOptions,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), FrontendError> {
+    let cfg = match opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        Some(v) => Some(parser::CheckConfig::parse(v)),
+        None => ast.check_config(),
+    };
+    let Some(cfg) = cfg else {
+        return Ok(());
+    };
+    let cfg = cfg.map_err(|e| FrontendError::new(format!("failed to parse check options: {e}")))?;
+    warnings.retain(|w| match &w.rule {
+        Some(rule) => !cfg.skip_all && !cfg.skip.iter().any(|s| s == rule),
+        None => true,
+    });
+    if cfg.error {
+        let mut rules: Vec<&str> = Vec::new();
+        for w in warnings.iter() {
+            if let Some(r) = &w.rule
+                && !rules.contains(&r.as_str())
+            {
+                rules.push(r);
+            }
+        }
+        if !rules.is_empty() {
+            return Err(FrontendError::new(format!(
+                "lint violation found for rules: {}",
+                rules.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The wire bytes of a definition (a scratch result has no ops, which the

@@ -9,7 +9,7 @@ use kiln_frontend::llb::pb;
 use super::error::ErrCtx;
 use super::flags::{self, Kind};
 use super::image::ImageSpec;
-use super::{Ctx, Dispatched, Warning, args, copy, from, meta, run};
+use super::{Ctx, Dispatched, Warning, args, copy, from, lint_warning, meta, run};
 use crate::parser::{Ast, Node};
 use crate::shell;
 
@@ -194,13 +194,11 @@ pub(crate) fn split(
                     if kw != "AS" && kw != "as"
                         || (kw == "AS") != (node.value == node.value.to_ascii_uppercase())
                     {
-                        warnings.push(Warning {
-                            message: "'as' and 'FROM' keywords' casing do not match".into(),
-                            detail: Some(
-                                "https://docs.docker.com/go/dockerfile/rule/from-as-casing/".into(),
-                            ),
-                            location: Some(err.location(node)),
-                        });
+                        warnings.push(lint_warning(
+                            "FromAsCasing",
+                            format!("'{kw}' and '{}' keywords' casing do not match", node.value),
+                            Some(err.location(node)),
+                        ));
                     }
                     let lower = n.to_ascii_lowercase();
                     if !valid_stage_name(&lower) {
@@ -210,20 +208,28 @@ pub(crate) fn split(
                         ));
                     }
                     if lower != *n {
-                        warnings.push(Warning {
-                            message: format!("Stage name '{n}' should be lowercase"),
-                            detail: Some(
-                                "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/"
-                                    .into(),
-                            ),
-                            location: Some(err.location(node)),
-                        });
+                        warnings.push(lint_warning(
+                            "StageNameCasing",
+                            format!("Stage name '{n}' should be lowercase"),
+                            Some(err.location(node)),
+                        ));
+                    }
+                    if lower == "scratch" || lower == "context" {
+                        warnings.push(lint_warning(
+                            "ReservedStageName",
+                            format!("'{lower}' is reserved and should not be used as a stage name"),
+                            Some(err.location(node)),
+                        ));
                     }
                     if stages
                         .iter()
                         .any(|s| s.name.as_deref() == Some(lower.as_str()))
                     {
-                        return Err(err.at(node, format!("duplicate stage name {n:?}")));
+                        warnings.push(lint_warning(
+                            "DuplicateStageName",
+                            format!("Duplicate stage name {lower:?}, stage names should be unique"),
+                            Some(err.location(node)),
+                        ));
                     }
                     Some(lower)
                 }
@@ -246,7 +252,36 @@ pub(crate) fn split(
         }
     }
     if stages.is_empty() {
-        return Err(FrontendError::new("the Dockerfile has no FROM instruction"));
+        return Err(FrontendError::new("dockerfile contains no stages to build"));
+    }
+    // Instructions whose earlier uses in a stage are overridden.
+    for st in &stages {
+        for kw in ["cmd", "entrypoint", "healthcheck"] {
+            let uses: Vec<&Node> = st.commands.iter().filter(|n| n.name() == kw).collect();
+            if let Some((_, earlier)) = uses.split_last() {
+                for n in earlier {
+                    warnings.push(lint_warning(
+                        "MultipleInstructionsDisallowed",
+                        format!(
+                            "Multiple {} instructions should not be used in the same stage because only the last one will be used",
+                            kw.to_ascii_uppercase()
+                        ),
+                        Some(err.location(n)),
+                    ));
+                }
+            }
+        }
+        for n in &st.commands {
+            let name = n.name();
+            if (name == "env" || name == "label") && n.args.len() == 3 && n.args[2].is_empty() {
+                let upper = name.to_ascii_uppercase();
+                warnings.push(lint_warning(
+                    "LegacyKeyValueFormat",
+                    format!("\"{upper} key=value\" should be used instead of legacy \"{upper} key value\" format"),
+                    Some(err.location(n)),
+                ));
+            }
+        }
     }
     Ok((meta, stages))
 }
@@ -340,6 +375,8 @@ pub(crate) struct StageRun {
     pub declared: BTreeSet<String>,
     /// `CMD` seen in this stage.
     pub cmd_set: bool,
+    /// A `WORKDIR` was set in this stage (or the stage it is built on).
+    pub workdir_set: bool,
     /// Dispatching an ONBUILD trigger of the base.
     pub on_build: bool,
     /// `SOURCE_DATE_EPOCH` in nanoseconds, for created files.
@@ -511,6 +548,7 @@ fn run_stage(ctx: &mut Ctx<'_>, def: &StageDef) -> Result<Dispatched, FrontendEr
         declared: BTreeSet::new(),
         cmd_set: false,
         on_build: false,
+        workdir_set: false,
         epoch_ns,
         ignore_cache: ctx.opts.ignores_cache(def.name.as_deref()),
         index: def.index,
