@@ -142,7 +142,8 @@ pub struct OverlaySpec {
     /// Lower directories, topmost first. At least one.
     pub lowerdirs: Vec<PathBuf>,
     /// Upper and work directory (same filesystem, both existing). `None`
-    /// makes the overlay read-only.
+    /// makes the rootfs read-only (the executor then mounts it over a
+    /// throwaway upper so the runtime can still create mount points).
     pub upper: Option<UpperDir>,
 }
 

@@ -592,11 +592,26 @@ impl Executor for RuncExecutor {
             stubs: None,
         };
 
+        let mut readonly_rootfs = req.readonly_rootfs;
         let root = match &req.rootfs {
             Rootfs::Overlay(spec) => {
                 let target = bundle.join("rootfs");
                 fs_err::create_dir(&target).map_err(Error::io("create rootfs dir", &target))?;
-                mount_overlay(spec, &target)?;
+                let mut spec = spec.clone();
+                if spec.upper.is_none() {
+                    // The runtime must create mount points even in a
+                    // read-only rootfs: give the overlay a throwaway upper
+                    // and have the runtime make the root read-only after
+                    // mounting.
+                    let upperdir = bundle.join("scratch-root/upper");
+                    let workdir = bundle.join("scratch-root/work");
+                    for d in [&upperdir, &workdir] {
+                        fs_err::create_dir_all(d).map_err(Error::io("create scratch dir", d))?;
+                    }
+                    spec.upper = Some(super::UpperDir { upperdir, workdir });
+                    readonly_rootfs = true;
+                }
+                mount_overlay(&spec, &target)?;
                 guard.mounted_rootfs = Some(target.clone());
                 target
             }
@@ -629,7 +644,7 @@ impl Executor for RuncExecutor {
         }
         let spec = build(SpecInput {
             rootfs: &root,
-            readonly_rootfs: req.readonly_rootfs,
+            readonly_rootfs,
             args: &argv,
             env,
             cwd: &cwd,

@@ -611,3 +611,26 @@ fn stale_bundles_of_dead_processes_are_recovered() {
     assert!(live.exists(), "a live process' bundle was removed");
     fs_err::remove_dir_all(&live).unwrap();
 }
+
+#[test]
+fn read_only_overlay_of_two_lowers() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let top = f.path("top");
+    fs_err::create_dir_all(top.join("etc")).unwrap();
+    fs_err::write(top.join("etc/motd"), "from top\n").unwrap();
+    let req = ExecRequest::new(
+        Rootfs::Overlay(OverlaySpec {
+            lowerdirs: vec![top, f.path("lower")],
+            upper: None,
+        }),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cat /etc/motd; touch /x 2>/dev/null || echo read-only".into(),
+        ],
+    );
+    assert_eq!(f.ok(&req), "from top\nread-only\n");
+}
