@@ -124,9 +124,12 @@ impl<W: Write> Packer<'_, W> {
                 Item::Entry(name) => {
                     let abs = dir.join(&name);
                     let m = fs::symlink_metadata(&abs).map_err(Error::io("stat"))?;
-                    self.entry(&abs, &path, &m)?;
+                    let opaque = m.is_dir() && self.whiteouts && fsutil::is_opaque(&abs);
+                    if !(m.is_dir() && !opaque && self.same_dir_below(rel, &name, &abs, &m)?) {
+                        self.entry(&abs, &path, &m)?;
+                    }
                     if m.is_dir() {
-                        if self.whiteouts && fsutil::is_opaque(&abs) {
+                        if opaque {
                             let mut marker = path.clone();
                             marker.push(b'/');
                             marker.extend_from_slice(OPAQUE_MARKER.as_bytes());
@@ -140,6 +143,32 @@ impl<W: Write> Packer<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the dir `abs` only exists in the diff because overlay copied
+    /// it up for a child: a lower layer has the same dir with the same owner,
+    /// mode and xattrs. Its entry is then left out (like BuildKit's
+    /// `sameDirent`), so the layer does not restamp its mtime.
+    fn same_dir_below(
+        &self,
+        rel: &[OsString],
+        name: &OsStr,
+        abs: &Path,
+        m: &std::fs::Metadata,
+    ) -> Result<bool> {
+        if self.lowers.is_empty() {
+            return Ok(false);
+        }
+        let mut full: Vec<&OsStr> = rel.iter().map(|s| s.as_os_str()).collect();
+        full.push(name);
+        let Some((lp, lm)) = find_below(self.lowers, &full) else {
+            return Ok(false);
+        };
+        Ok(lm.is_dir()
+            && lm.mode() == m.mode()
+            && lm.uid() == m.uid()
+            && lm.gid() == m.gid()
+            && fsutil::layer_xattrs(&lp)? == fsutil::layer_xattrs(abs)?)
     }
 
     fn header(&self, m: Option<&std::fs::Metadata>) -> tar::Header {
