@@ -187,6 +187,8 @@ impl Engine {
             mode,
             cfg.registry.clone().unwrap_or_default(),
         )?);
+        // Leftovers of crashed builds; a day old so no live build is hit.
+        crate::gc::clean_temp(&worker, std::time::Duration::from_secs(24 * 3600));
         let par = if cfg.max_parallelism == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())

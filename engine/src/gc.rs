@@ -102,6 +102,7 @@ pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRec
         }
     }
     sweep(worker)?;
+    clean_temp(worker, Duration::from_secs(3600));
     if opts.all {
         let dir = worker.dir.join("cachemounts");
         if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -113,6 +114,37 @@ pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRec
         }
     }
     Ok(removed)
+}
+
+/// Removes entries older than `age` from the temp dirs of the store and
+/// the engine: what a crashed build left behind. Young entries may belong
+/// to a build running right now (in this or another process).
+pub(crate) fn clean_temp(worker: &Worker, age: Duration) {
+    let dirs = [
+        worker.snapshots.root().join("tmp"),
+        worker.snapshots.root().join("active"),
+        worker.dir.join("tmp"),
+    ];
+    let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
 }
 
 /// Removes snapshots that no record reaches, children first.

@@ -398,6 +398,20 @@ fn run_exec_inner(
         req.mounts.push(rt::Mount { dest, kind });
     }
     let mut env = meta.env.clone();
+    if let Some(p) = &meta.proxy_env {
+        for (k, v) in [
+            ("HTTP_PROXY", &p.http_proxy),
+            ("HTTPS_PROXY", &p.https_proxy),
+            ("FTP_PROXY", &p.ftp_proxy),
+            ("NO_PROXY", &p.no_proxy),
+            ("ALL_PROXY", &p.all_proxy),
+        ] {
+            if !v.is_empty() {
+                env.push(format!("{k}={v}"));
+                env.push(format!("{}={v}", k.to_lowercase()));
+            }
+        }
+    }
     for se in &exec.secretenv {
         match session.secrets.get(&se.id) {
             Some(v) => env.push(format!("{}={}", se.name, String::from_utf8_lossy(v))),
