@@ -287,3 +287,41 @@ fn lower_layer_symlinks_stay_inside() {
         .collect();
     assert_eq!(before, after, "something was written outside the store");
 }
+
+/// Mutated archives must fail cleanly (or extract inside), never panic.
+#[test]
+fn mutated_archives_do_not_panic() {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in [("a/b/c", &b"hello"[..]), ("a/x", b"x"), ("z", b"zz")] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, data).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "l", "a/b").unwrap();
+    let good = b.into_inner().unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..300 {
+        let (t, root) = setup();
+        let mut v = good.clone();
+        for _ in 0..(1 + next() % 8) {
+            let i = (next() as usize) % v.len();
+            v[i] = next() as u8;
+        }
+        for mode in [UnpackMode::Plain, UnpackMode::Layer] {
+            let _ = unpack(&v, &root, mode);
+        }
+        let _ = layer::unpack_archive(&v[..], &root);
+        let _ = layer::sniff_archive(&v[..]);
+        outside_untouched(t.path());
+    }
+}
