@@ -527,3 +527,37 @@ fn oci_layout_platform_selection() {
     std::fs::write(blobs.join(img.config_digest.hex()), b"{}").unwrap();
     assert!(layout.resolve(Some("multi"), Some(&p)).is_err());
 }
+
+#[test]
+fn scratch_image_without_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let ss = SnapshotStore::new(t.path()).unwrap();
+    let cs = ContentStore::new(t.path()).unwrap();
+    let dest = t.path().join("scratch.tar");
+    let mut o = ImageExportOptions::new(ImageFormat::Oci);
+    o.dest = Dest::Path(dest.clone());
+    let r = exporter::export_image(&ss, &cs, None, None, &o).unwrap();
+    assert!(r.layers.is_empty());
+    let cfg: Value = serde_json::from_slice(&cs.read(&r.config_digest).unwrap()).unwrap();
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 0);
+    assert_eq!(cfg["created"], exporter::FIXED_CREATED);
+    if tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", dest.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tarf = t.path().join("fs.tar");
+    let fo = FsExportOptions {
+        dest: Dest::Path(tarf.clone()),
+        source_date_epoch: None,
+    };
+    exporter::export_tar(&ss, None, &fo).unwrap();
+    assert!(tar_entries(&std::fs::read(&tarf).unwrap()).is_empty());
+}
