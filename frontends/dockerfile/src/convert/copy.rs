@@ -458,8 +458,9 @@ pub(crate) fn dispatch(
                 };
                 src = parent;
                 let pat = clean(&format!("/{pattern}"));
+                // Required paths are relative to the copy source (the pivot).
                 if !has_wildcards(&src) && !has_wildcards(&pat) {
-                    required.push(clean(&format!("/{src}/{pat}")));
+                    required.push(pat.clone());
                 }
                 include.push(pat.trim_start_matches('/').to_string());
             }
