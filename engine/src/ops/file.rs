@@ -735,7 +735,8 @@ fn copy(
         let smd = fs_err::symlink_metadata(src)?;
         let dest_md = std::fs::symlink_metadata(&dest).ok();
         let dest_exists_dir = dest_md.as_ref().is_some_and(|m| m.is_dir());
-        if smd.is_dir() && c.dir_copy_contents {
+        // The root itself has no name to copy it under: copy its contents.
+        if smd.is_dir() && (c.dir_copy_contents || src.as_path() == src_root) {
             ensure_dir(dst_root, &dest, true, &opts)?;
             copy_dir_contents(
                 src,

@@ -294,7 +294,17 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
         };
         let key = match self.op.cache_key(&cx, &ins).await {
             Ok(k) => k,
-            Err(e) => return Err(self.fail(&env, e.context("computing the cache key"))),
+            Err(e) => {
+                if env.cancel.is_cancelled() {
+                    return Err(Arc::new(SolveFailure::Cancelled));
+                }
+                // Report it like a failed run so progress shows the cause.
+                let started = Instant::now();
+                env.progress.started(&self.info);
+                env.progress
+                    .completed(&self.info, started, Some(&format!("{e:#}")));
+                return Err(self.fail(&env, e));
+            }
         };
         if !self.ignore_cache
             && let Some(hit) = self.lookup(&env, &key, &ins)?

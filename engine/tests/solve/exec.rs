@@ -350,3 +350,76 @@ async fn cancelling_a_running_exec_kills_it() {
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     assert!(matches!(err, kiln_engine::SolveError::Cancelled), "{err:?}");
 }
+
+/// Sleeps a little and records how many runs overlap.
+#[derive(Default)]
+struct OverlapExecutor {
+    running: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+impl Executor for OverlapExecutor {
+    fn run(
+        &self,
+        _req: &ExecRequest,
+        _output: &mut dyn OutputSink,
+        _cancel: &CancelToken,
+    ) -> rt::Result<ExecOutcome> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.runs.fetch_add(1, SeqCst);
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.running.fetch_sub(1, SeqCst);
+        Ok(ExecOutcome {
+            container_id: "o".into(),
+            exit_code: 0,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_execs_run_in_parallel_and_identical_ones_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let root = tempfile::tempdir().unwrap();
+    let ex = Arc::new(OverlapExecutor::default());
+    let e = Engine::open(
+        root.path(),
+        EngineConfig {
+            executor: Some(ex.clone()),
+            rootfs_mode: Some(kiln_engine::ops::RootfsMode::Copy),
+            max_parallelism: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut def = Def::default();
+    let a = def.add(exec_op(&[], &["a"], vec![root_mount(-1)]));
+    let b = def.add(exec_op(&[], &["b"], vec![root_mount(-1)]));
+    let c = def.add(exec_op(&[], &["c"], vec![root_mount(-1)]));
+    let m = def.add(pb::Op {
+        inputs: vec![input(&a), input(&b), input(&c), input(&a)],
+        op: Some(pb::op::Op::Merge(pb::MergeOp {
+            inputs: (0..4).map(|i| pb::MergeInput { input: i }).collect(),
+        })),
+        ..Default::default()
+    });
+    let bytes = def.finish(&m);
+    let t = std::time::Instant::now();
+    let (s1, _) = session_with(|_| {}, &[]);
+    let (s2, _) = session_with(|_| {}, &[]);
+    let (r1, r2) = tokio::join!(e.solve(&bytes, s1), e.solve(&bytes, s2));
+    assert_eq!(r1.unwrap(), r2.unwrap());
+    assert_eq!(
+        ex.runs.load(SeqCst),
+        3,
+        "each exec ran once across both solves"
+    );
+    assert_eq!(ex.max.load(SeqCst), 3, "the three execs overlapped");
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(850),
+        "{:?}",
+        t.elapsed()
+    );
+}
