@@ -261,6 +261,48 @@ fn convert_through_the_gateway() {
 }
 
 #[test]
+fn convert_reads_dockerfile_specific_ignore_and_named_locals() {
+    let gw = MockGateway::new()
+        .with_option("filename", "app.Dockerfile")
+        .with_option("context:assets", "local:assets")
+        .with_file(
+            "dockerfile",
+            "app.Dockerfile",
+            b"FROM scratch\nCOPY . /\nCOPY --from=assets / /assets/\n",
+        )
+        .with_file("dockerfile", "app.Dockerfile.dockerignore", b"secret.txt\n")
+        .with_file(
+            "context",
+            ".dockerignore",
+            b"ignored-when-specific-exists\n",
+        )
+        .with_file("assets", ".dockerignore", b"*.psd\n");
+    let res = kiln_dockerfile::convert::convert(&gw).expect("convert");
+    assert_eq!(res.refs.len(), 1);
+    let solved = gw.solved();
+    let last = Definition::decode(solved.last().expect("a build")).expect("definition");
+    let dumped = dump::dump_json_lines(&last);
+    assert!(dumped.contains(r#"\"secret.txt\""#), "{dumped}");
+    assert!(!dumped.contains("ignored-when-specific-exists"), "{dumped}");
+    assert!(dumped.contains(r#"\"*.psd\""#), "{dumped}");
+    assert!(dumped.contains("context:assets-"), "{dumped}");
+}
+
+#[test]
+fn convert_reports_warnings_and_errors_with_locations() {
+    let gw =
+        MockGateway::new().with_file("dockerfile", "Dockerfile", b"FROM scratch\nMAINTAINER me\n");
+    kiln_dockerfile::convert::convert(&gw).expect("convert");
+    let warnings = gw.warnings.borrow();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].1.as_ref().map(|l| l.start_line), Some(2));
+
+    let gw = MockGateway::new().with_file("dockerfile", "Dockerfile", b"FROM scratch\nRUNX x\n");
+    let err = kiln_dockerfile::convert::convert(&gw).expect_err("unknown instruction");
+    assert_eq!(err.location.map(|l| l.start_line), Some(2));
+}
+
+#[test]
 fn convert_reports_missing_dockerfile() {
     let gw = MockGateway::new();
     let err = kiln_dockerfile::convert::convert(&gw).expect_err("no Dockerfile");

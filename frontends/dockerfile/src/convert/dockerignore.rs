@@ -18,11 +18,8 @@ pub fn parse_dockerignore(text: &str) -> Vec<String> {
             None => (false, line),
         };
         let mut pat = clean(pat);
-        if pat.len() > 1 {
-            pat = pat.trim_start_matches('/').to_string();
-        }
-        if pat.is_empty() || pat == "/" {
-            pat = ".".to_string();
+        if pat.len() > 1 && pat.starts_with('/') {
+            pat = pat[1..].to_string();
         }
         out.push(if neg { format!("!{pat}") } else { pat });
     }

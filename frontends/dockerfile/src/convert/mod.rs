@@ -123,7 +123,9 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
         include.push("dockerfile".to_string());
     }
     let df_state = builder::local(opts.dockerfile_local.clone())
-        .include_patterns(include)
+        .include_patterns(include.clone())
+        .follow_paths(include)
+        .differ("none", false)
         .shared_key_hint(opts.dockerfile_local.clone())
         .custom_name(format!(
             "[internal] load build definition from {}",
@@ -155,6 +157,8 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
         Err(_) => {
             let ctx = builder::local(opts.context_local.clone())
                 .include_patterns(vec![".dockerignore".to_string()])
+                .follow_paths(vec![".dockerignore".to_string()])
+                .differ("none", false)
                 .shared_key_hint(format!("{}-.dockerignore", opts.context_local))
                 .custom_name("[internal] load .dockerignore")
                 .state();
