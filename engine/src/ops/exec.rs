@@ -452,10 +452,16 @@ fn run_exec_inner(
             vertex,
             pending: Vec::new(),
         };
-        executor
-            .run(&req, &mut out, cancel)
-            .map_err(|e| anyhow!(e))
-            .with_context(|| format!("process {:?} did not complete successfully", meta.args))?;
+        match executor.run(&req, &mut out, cancel) {
+            Ok(_) => {}
+            // `validExitCodes`: other codes than 0 may count as success.
+            Err(rt::Error::ExitCode { code, .. }) if meta.valid_exit_codes.contains(&code) => {}
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| {
+                    format!("process {:?} did not complete successfully", meta.args)
+                });
+            }
+        }
     }
     // Commit writable outputs; results only become visible once committed.
     for (out, a) in std::mem::take(&mut cleanup.actives) {

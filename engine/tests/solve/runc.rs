@@ -176,4 +176,15 @@ async fn runc_exec_chain_with_cache_mount_and_secret() {
     let msg = crate::chain(&err);
     assert!(msg.contains("[2/2] RUN exit 3"), "{msg}");
     assert!(buf.text().contains("oops"), "{}", buf.text());
+    // validExitCodes turns exit 3 into success.
+    let mut def = Def::default();
+    let base = def.add(local("context", &[]));
+    let mut op = sh(&[&base], "echo done > /marker; exit 3", vec![]);
+    if let Some(pb::op::Op::Exec(e)) = &mut op.op {
+        e.meta.as_mut().unwrap().valid_exit_codes = vec![0, 3];
+    }
+    let ok = def.add(op);
+    let (s, _) = session_with(|_| {}, &[("context", ctx.path())]);
+    let r = e.solve(&def.finish(&ok), s).await.unwrap();
+    assert_eq!(e.read_file(&r, "/marker", 0, None).unwrap(), b"done\n");
 }
