@@ -741,7 +741,7 @@ printf '[types]\nlaunch = true\n' > "$L/runtime.toml""#,
             r#"set -e
 L="$CNB_LAYERS_DIR"
 mkdir -p "$L/seen/env.launch"
-for v in SHARED BUILD_ONLY P A O D TOOLS_LAUNCH LAUNCH_VAR OVERRIDE; do
+for v in SHARED BUILD_ONLY P A O D TOOLS_LAUNCH LAUNCH_VAR OVERRIDE EXTRA PATH; do
   eval "printf '%s=%s\n' $v \"\${{$v-unset}}\"" >> "$L/seen/env.txt"
 done
 kiln-tool >> "$L/seen/env.txt"
@@ -761,12 +761,21 @@ printf '[types]\nlaunch = true\n' > "$L/seen.toml"
     );
     let app = env.out.path().join("app");
     write(&app, "README", "app\n");
-    let img = env.build_ok(&app, &bps, &[], "env");
+    // Platform env: a plain variable overrides, a path variable goes in
+    // front of what the build layers added.
+    let img = env.build_ok(
+        &app,
+        &bps,
+        &["env:EXTRA=from-option", "env:PATH=/opt/platform"],
+        "env",
+    );
 
     assert_eq!(
         img.read("/layers/t_two/seen/env.txt"),
         "SHARED=from-build-layer\nBUILD_ONLY=yes\nP=p0p1\nA=a1;a2\nO=o2\nD=d-env\n\
-         TOOLS_LAUNCH=unset\nLAUNCH_VAR=unset\nOVERRIDE=unset\ntool-ok\nruntime-hidden\n"
+         TOOLS_LAUNCH=unset\nLAUNCH_VAR=unset\nOVERRIDE=unset\nEXTRA=from-option\n\
+         PATH=/opt/platform:/layers/t_one/tools/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         tool-ok\nruntime-hidden\n"
     );
     assert!(
         !img.exists("/layers/t_one/tools"),
@@ -865,9 +874,10 @@ fn failing_build_names_the_buildpack_and_shows_its_output() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("buildpack t/broken@1.0.0: bin/build failed with exit code 7"),
+        err.contains("buildpack t/broken@1.0.0: bin/build failed"),
         "{err}"
     );
+    assert!(err.contains("exit code 7"), "{err}");
     assert!(err.contains("compiling widgets"), "{err}");
     assert!(err.contains("error: widget missing"), "{err}");
     assert!(!tar.exists());

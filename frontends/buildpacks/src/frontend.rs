@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use kiln_frontend::llb::builder::{MarshalOptions, OpOptions, State, local};
+use kiln_frontend::llb::builder::{
+    Constraints, MarshalOptions, OpOptions, State, local, merge_with,
+};
 use kiln_frontend::llb::pb;
 use kiln_frontend::{BuildResult, FileStat, FrontendError, Gateway};
 use serde_json::Value;
@@ -491,7 +493,11 @@ pub fn run(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
                 };
                 outs.push(steps::detect(&runner, &contract, &app0, &platform_st)?);
             }
-            let merged = kiln_frontend::llb::builder::merge(&outs);
+            let merged = merge_with(
+                &outs,
+                Constraints::default()
+                    .custom_name(format!("[buildpacks] detect results, group {}", gi + 1)),
+            );
             let h = solve(gw, &merged, &platform)?;
             for c in &runnable {
                 let d = format!("detect/{}", steps::bp_rel(&c.bp));
@@ -572,22 +578,17 @@ pub fn run(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
             &earlier,
             &cid,
         )?;
-        let merged = kiln_frontend::llb::builder::merge(&[
-            b.status.clone(),
-            b.layers.clone(),
-            b.app.clone(),
-        ]);
-        let h = solve(gw, &merged, &platform)?;
-        let code = read_text(gw, &h, "status/code")?;
-        let log = read_text(gw, &h, "status/log").unwrap_or_default();
-        if code.trim() != "0" {
-            return Err(FrontendError::new(format!(
-                "buildpack {}: bin/build failed with exit code {}\n{}",
+        let merged = merge_with(
+            &[b.layers.clone(), b.app.clone()],
+            Constraints::default().custom_name(format!("[buildpacks] read back {}", bp.key())),
+        );
+        let h = solve(gw, &merged, &platform).map_err(|e| {
+            FrontendError::new(format!(
+                "buildpack {}: bin/build failed (its output is in the log above): {}",
                 bp.key(),
-                code.trim(),
-                tail(&log)
-            )));
-        }
+                e.message
+            ))
+        })?;
         let (blayers, launch, unmet) = read_layers(gw, &h, &bp)?;
         for u in &unmet {
             if !plan.iter().any(|r| &r.name == u) {

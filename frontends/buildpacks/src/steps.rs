@@ -12,8 +12,8 @@
 
 use kiln_frontend::FrontendError;
 use kiln_frontend::llb::builder::{
-    ChownOpt, CopyOptions, MkdirOptions, MkfileOptions, Mount, OpOptions, State, copy, image,
-    local, merge, mkdir, mkfile,
+    ChownOpt, Constraints, CopyOptions, MkdirOptions, MkfileOptions, Mount, OpOptions, State, copy,
+    image, local, merge_with, mkdir, mkfile,
 };
 use kiln_frontend::llb::pb;
 
@@ -235,7 +235,6 @@ pub fn detect(
         .ok_or_else(|| llb_err("the detect exec has no output mount"))
 }
 
-const STATUS_MOUNT: &str = "/cnb/status";
 const PLAN_MOUNT: &str = "/cnb/plan";
 const CACHE_MOUNT: &str = "/cnb/cache";
 
@@ -256,8 +255,6 @@ pub struct BuildStates {
     pub app: State,
     /// The buildpack's layers (`/layers/<id>/…`).
     pub layers: State,
-    /// `status/code` and `status/log`.
-    pub status: State,
 }
 
 /// One `bin/build`. `earlier` are the read-only layer states (build layers
@@ -287,19 +284,16 @@ pub fn build(
             timestamp: Some(EPOCH_NS),
         },
     ));
-    let status = STATUS_MOUNT;
+    // bin/build's output streams into the progress log and its exit code
+    // is the exec's: a failed build is not cached.
     let script = format!(
         "if [ -d {cache} ]; then cp -a {cache}/. {l}/ 2>/dev/null || cp -R {cache}/. {l}/ || exit 1; fi\n\
-         {d}/bin/build {l} {pl} {plan} > {s}/log 2>&1\n\
-         echo $? > {s}/code\n\
-         cat {s}/log\n\
-         exit 0\n",
+         exec {d}/bin/build {l} {pl} {plan}\n",
         cache = sh_quote(CACHE_MOUNT),
         l = sh_quote(&layers),
         d = sh_quote(&buildpack_dir(c.bp)),
         pl = sh_quote(PLATFORM_DIR),
         plan = sh_quote(&plan_path),
-        s = sh_quote(status),
     );
     let mut e = runner
         .exec_base(vec!["/bin/sh".into(), "-c".into(), script], &env)
@@ -312,7 +306,6 @@ pub fn build(
                 .readonly(),
         )
         .mount(Mount::bind(PLAN_MOUNT, &plan_state).readonly())
-        .mount(Mount::bind(STATUS_MOUNT, &runner.seed("/status")).selector("status"))
         .mount(Mount::cache(
             CACHE_MOUNT,
             cache_id,
@@ -336,7 +329,6 @@ pub fn build(
     Ok(BuildStates {
         app: get(APP_DIR)?,
         layers: get(&layers)?,
-        status: get(STATUS_MOUNT)?,
     })
 }
 
@@ -422,17 +414,20 @@ pub fn select_layers(runner: &Runner, bp: &Buildpack, layers: &State, names: &[S
 /// `top` included, stamped with [`EPOCH_NS`]. Copying the whole tree in one
 /// go sets each directory's time after its children were created, so no
 /// directory keeps the time of the build.
-fn restamp(st: &State, top: &str) -> State {
-    State::scratch().file(copy(
-        st,
-        top,
-        top,
-        CopyOptions {
-            create_dest_path: true,
-            timestamp: Some(EPOCH_NS),
-            ..Default::default()
-        },
-    ))
+fn restamp(st: &State, top: &str, name: String) -> State {
+    State::scratch().file_with(
+        copy(
+            st,
+            top,
+            top,
+            CopyOptions {
+                create_dest_path: true,
+                timestamp: Some(EPOCH_NS),
+                ..Default::default()
+            },
+        ),
+        Constraints::default().custom_name(name),
+    )
 }
 
 /// One launch layer as its own state (`/layers/<id>/<layer>`).
@@ -448,12 +443,16 @@ pub fn export_layer(runner: &Runner, bp: &Buildpack, layers: &State, name: &str)
             ..Default::default()
         },
     ));
-    restamp(&only, LAYERS_DIR)
+    restamp(
+        &only,
+        LAYERS_DIR,
+        format!("[buildpacks] export layer {}:{name}", bp.key()),
+    )
 }
 
 /// The app for the image.
 pub fn export_app(app: &State) -> State {
-    restamp(app, APP_DIR)
+    restamp(app, APP_DIR, "[buildpacks] export app".into())
 }
 
 /// `/layers/config/metadata.toml`.
@@ -478,7 +477,7 @@ pub fn config_layer(metadata_toml: &str) -> State {
             },
         ),
     );
-    restamp(&st, LAYERS_DIR)
+    restamp(&st, LAYERS_DIR, "[buildpacks] export config".into())
 }
 
 /// The image: run image, then each launch layer, the app and the config.
@@ -487,7 +486,10 @@ pub fn final_image(run: &State, launch_layers: &[State], app: &State, config: &S
     all.extend(launch_layers.iter().cloned());
     all.push(app.clone());
     all.push(config.clone());
-    merge(&all)
+    merge_with(
+        &all,
+        Constraints::default().custom_name("[buildpacks] image"),
+    )
 }
 
 /// An image source pinned to its digest.
