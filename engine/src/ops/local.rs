@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use kiln_llb::pb;
+use kiln_store::SnapshotId;
 
 use super::{OpCtx, Ref, blocking};
 use crate::cachekey::{CacheKey, KeyBuilder};
@@ -271,6 +272,7 @@ impl Op<Ref> for LocalOp {
                 .clone()
                 .context("local source executed before its key was computed")?;
             let worker = self.ctx.worker.clone();
+            let name = self.name.clone();
             let cancel = cx.cancel.clone();
             let id = blocking(move || {
                 let scratch = worker.snapshots.scratch_dir()?;
@@ -280,6 +282,24 @@ impl Op<Ref> for LocalOp {
                         &scratch,
                         std::fs::Permissions::from_mode(root_md.mode() & 0o7777),
                     )?;
+                    // Files unchanged since the last transfer of this name are
+                    // hard links into its snapshot instead of new copies
+                    // (committed snapshots are never written in place).
+                    let prev = worker
+                        .records
+                        .kv_get(&format!("localsnap:{name}"))
+                        .ok()
+                        .flatten()
+                        .and_then(|s| s.parse::<SnapshotId>().ok())
+                        .filter(|id| worker.snapshots.exists(id));
+                    let prev = match prev {
+                        Some(id) => {
+                            let sums = worker.sums(&Ref(Some(id.clone())))?;
+                            let dir = worker.snapshots.diff_dir(&id)?;
+                            Some((dir, sums))
+                        }
+                        None => None,
+                    };
                     let mut dirs = Vec::new();
                     for rel in &staged.entries {
                         if cancel.is_cancelled() {
@@ -288,6 +308,13 @@ impl Op<Ref> for LocalOp {
                         let src = staged.dir.join(rel);
                         let dst = scratch.join(rel);
                         let md = fs_err::symlink_metadata(&src)?;
+                        if md.is_file()
+                            && let Some((pdir, psums)) = &prev
+                            && psums.get(rel) == staged.sums.get(rel)
+                            && std::fs::hard_link(pdir.join(rel), &dst).is_ok()
+                        {
+                            continue;
+                        }
                         fsutil::copy_entry(&src, &dst, &md)?;
                         // Context files belong to root in the build, as in
                         // BuildKit's local source.
@@ -301,6 +328,9 @@ impl Op<Ref> for LocalOp {
                     }
                     let id = worker.snapshots.commit_diff_dir_move(&scratch, None)?;
                     worker.store_sums(&id, &staged.sums)?;
+                    worker
+                        .records
+                        .kv_put(&format!("localsnap:{name}"), id.as_str())?;
                     Ok(id)
                 })();
                 if r.is_err() {

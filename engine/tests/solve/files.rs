@@ -562,3 +562,34 @@ async fn explain_names_the_option_that_changed() {
         buf.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_context_reuses_unchanged_files() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let ctx = context();
+    let e = engine(root.path());
+    let mut def = Def::default();
+    let l = def.add(local("context", &[]));
+    let bytes = def.finish(&l);
+    let (s, _) = session(&[("context", ctx.path())]);
+    let r1 = e.solve(&bytes, s).await.unwrap();
+    fs_err::write(ctx.path().join("a.txt"), "new alpha").unwrap();
+    let (s, _) = session(&[("context", ctx.path())]);
+    let r2 = e.solve(&bytes, s).await.unwrap();
+    assert_ne!(r1, r2);
+    let diff = |r: &kiln_engine::SolvedRef| {
+        root.path()
+            .join("snapshots/v1/committed")
+            .join(r.snapshot.as_ref().unwrap().as_str())
+            .join("diff")
+    };
+    let b1 = fs_err::metadata(diff(&r1).join("sub/b.txt")).unwrap();
+    let b2 = fs_err::metadata(diff(&r2).join("sub/b.txt")).unwrap();
+    assert_eq!(b1.ino(), b2.ino(), "unchanged file is shared");
+    let a1 = fs_err::metadata(diff(&r1).join("a.txt")).unwrap();
+    let a2 = fs_err::metadata(diff(&r2).join("a.txt")).unwrap();
+    assert_ne!(a1.ino(), a2.ino());
+    assert_eq!(e.read_file(&r2, "a.txt", 0, None).unwrap(), b"new alpha");
+    assert_eq!(e.read_file(&r1, "a.txt", 0, None).unwrap(), b"alpha");
+}
