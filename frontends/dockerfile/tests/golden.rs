@@ -325,6 +325,18 @@ fn multi_platform_results() {
 }
 
 #[test]
+fn long_stage_chains_convert() {
+    // Stages are dispatched in file order, so a long chain of stages built
+    // on each other does not nest calls.
+    let mut df = String::from("FROM scratch AS s0\n");
+    for i in 1..400 {
+        df.push_str(&format!("FROM s{} AS s{i}\nCOPY a{i} /\n", i - 1));
+    }
+    dockerfile_to_llb(df.as_bytes(), &ConvertOptions::default(), &FakeResolver)
+        .expect("400 stages");
+}
+
+#[test]
 fn garbage_does_not_panic() {
     let inputs: [&[u8]; 8] = [
         b"",
@@ -338,5 +350,68 @@ fn garbage_does_not_panic() {
     ];
     for i in inputs {
         let _ = dockerfile_to_llb(i, &ConvertOptions::default(), &FakeResolver);
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LINES: &[&str] = &[
+        "FROM busybox",
+        "FROM scratch AS s",
+        "FROM s",
+        "FROM ${BASE:-busybox} AS b",
+        "ARG BASE",
+        "ARG X=1",
+        "ENV A=$X B=\"q\"",
+        "ENV",
+        "LABEL a=b",
+        "RUN echo $A",
+        "RUN [\"a\", 1]",
+        "RUN --mount=type=cache,target=/c x",
+        "RUN --mount=type=secret x",
+        "RUN --mount=from=s,target=/m x",
+        "RUN --network=none x",
+        "RUN <<EOF",
+        "EOF",
+        "COPY . /",
+        "COPY --from=s / /x",
+        "COPY --from=0 / /y",
+        "COPY --from=9 / /y",
+        "COPY --link --chmod=u+x a b/",
+        "COPY <<EOT /f",
+        "EOT",
+        "ADD https://example.com/a /",
+        "ADD --checksum=sha256:00 a b",
+        "WORKDIR $A/w",
+        "USER 1:1",
+        "EXPOSE 80/udp 1-3",
+        "EXPOSE x",
+        "VOLUME [\"/v\"]",
+        "CMD x",
+        "ENTRYPOINT [\"e\"]",
+        "SHELL [\"/bin/bash\", \"-c\"]",
+        "SHELL x",
+        "STOPSIGNAL SIGKILL",
+        "HEALTHCHECK --interval=1s CMD x",
+        "HEALTHCHECK NONE",
+        "ONBUILD RUN x",
+        "ONBUILD ONBUILD RUN x",
+        "MAINTAINER m",
+        "BOGUS x",
+        "# check=error=true",
+        "\\",
+        "",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn random_dockerfiles_never_panic(lines in proptest::collection::vec(0..LINES.len(), 0..14)) {
+            let text: Vec<&str> = lines.iter().map(|i| LINES[*i]).collect();
+            let source = text.join("\n");
+            let _ = dockerfile_to_llb(source.as_bytes(), &ConvertOptions::default(), &FakeResolver);
+        }
     }
 }

@@ -312,6 +312,8 @@ pub(crate) struct Ctx<'a> {
     pub build_platform: pb::Platform,
     /// Number of stages in the file (stage names are only printed with 2+).
     pub stage_count: usize,
+    /// Stages being dispatched right now (nesting depth).
+    pub depth: usize,
 }
 
 impl Ctx<'_> {
@@ -446,6 +448,7 @@ pub fn dockerfile_to_llb(
         target_platform,
         build_platform,
         stage_count,
+        depth: 0,
     };
     args::eval_global(&mut ctx, &meta_args)?;
 
@@ -454,6 +457,12 @@ pub fn dockerfile_to_llb(
             .ok_or_else(|| FrontendError::new(format!("target stage {t:?} could not be found")))?,
         _ => n - 1,
     };
+    let need = stages::needed(&ctx, target);
+    for (i, needed) in need.iter().enumerate().take(target) {
+        if *needed {
+            stages::dispatch(&mut ctx, i)?;
+        }
+    }
     let out = stages::dispatch(&mut ctx, target)?;
 
     // Unused build args, like BuildKit's "were not consumed" warning.

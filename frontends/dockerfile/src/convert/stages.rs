@@ -335,6 +335,69 @@ pub(crate) fn implicit_refs(stages: &[StageDef]) -> usize {
     n
 }
 
+/// The stages the target needs: itself, the stages its `FROM` names and the
+/// stages `COPY --from` / `RUN --mount=from=` read, transitively. Every
+/// such reference points at an earlier stage, so one backward pass finds
+/// them all, and dispatching them in file order keeps recursion shallow.
+pub(crate) fn needed(ctx: &Ctx<'_>, target: usize) -> Vec<bool> {
+    let n = ctx.stages.len();
+    let mut need = vec![false; n];
+    if target >= n {
+        return need;
+    }
+    need[target] = true;
+    for j in (0..=target).rev() {
+        if !need[j] {
+            continue;
+        }
+        let st = &ctx.stages[j];
+        if st
+            .name
+            .as_deref()
+            .is_some_and(|name| from::lookup_named(ctx, name, &ctx.target_platform).is_some())
+        {
+            continue;
+        }
+        let mut refs: Vec<String> = Vec::new();
+        if let Ok(base) = shell::process_word(&st.base, &ctx.global_args, ctx.ast.escape) {
+            if let Some(i) = super::find_stage(&ctx.stages, &base, j) {
+                need[i] = true;
+            }
+        }
+        for node in &st.commands {
+            let name = node.name();
+            let Ok(f) = flags::parse(&node.flags, flag_defs(&name)) else {
+                continue;
+            };
+            if name == "copy"
+                && let Some(v) = f.one("from")
+            {
+                refs.push(v.to_string());
+            }
+            if name == "run" {
+                for m in f.many("mount") {
+                    for kv in m.split(',') {
+                        if let Some((k, v)) = kv.split_once('=')
+                            && k.trim().eq_ignore_ascii_case("from")
+                        {
+                            refs.push(v.trim().to_string());
+                        }
+                    }
+                }
+            }
+        }
+        for r in refs {
+            if let Some(i) = super::find_stage(&ctx.stages, &r, j) {
+                need[i] = true;
+            }
+        }
+    }
+    need
+}
+
+/// How deep stages may build on each other (each level is a nested call).
+const MAX_STAGE_DEPTH: usize = 128;
+
 /// Dispatches a stage once; later calls return the same result.
 pub(crate) fn dispatch(ctx: &mut Ctx<'_>, idx: usize) -> Result<Dispatched, FrontendError> {
     if let Some(d) = &ctx.done[idx] {
@@ -351,9 +414,19 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, idx: usize) -> Result<Dispatched, Fron
             format!("circular dependency detected on stage: {name}"),
         ));
     }
+    if ctx.depth >= MAX_STAGE_DEPTH {
+        let node = ctx.stages[idx].from.clone();
+        return Err(ctx.err.at(
+            &node,
+            format!("stages depend on each other more than {MAX_STAGE_DEPTH} levels deep"),
+        ));
+    }
     ctx.in_progress[idx] = true;
+    ctx.depth += 1;
     let def = ctx.stages[idx].clone();
-    let out = run_stage(ctx, &def)?;
+    let out = run_stage(ctx, &def);
+    ctx.depth -= 1;
+    let out = out?;
     ctx.in_progress[idx] = false;
     ctx.done[idx] = Some(out.clone());
     Ok(out)
