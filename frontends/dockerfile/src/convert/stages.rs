@@ -359,10 +359,10 @@ pub(crate) fn needed(ctx: &Ctx<'_>, target: usize) -> Vec<bool> {
             continue;
         }
         let mut refs: Vec<String> = Vec::new();
-        if let Ok(base) = shell::process_word(&st.base, &ctx.global_args, ctx.ast.escape) {
-            if let Some(i) = super::find_stage(&ctx.stages, &base, j) {
-                need[i] = true;
-            }
+        if let Ok(base) = shell::process_word(&st.base, &ctx.global_args, ctx.ast.escape)
+            && let Some(i) = super::find_stage(&ctx.stages, &base, j)
+        {
+            need[i] = true;
         }
         for node in &st.commands {
             let name = node.name();
