@@ -266,19 +266,19 @@ impl Engine {
             });
         }
         let graph = Graph::new(specs, head.as_str(), head_index)?;
-        let cache = Arc::new(RecordCache {
-            worker: self.worker.clone(),
-        });
+        let cache = Arc::new(RecordCache::new(self.worker.clone()));
         let progress = Arc::new(session.progress.clone());
         let opts = SolveOptions {
             no_cache: session.no_cache,
             explain_cache: session.explain_cache,
         };
-        let (key, r) = self
+        let result = self
             .solver
-            .solve(graph, cache, progress, opts, session.cancel.clone())
-            .await
-            .map_err(SolveError::from_failure)?;
+            .solve(graph, cache.clone(), progress, opts, session.cancel.clone())
+            .await;
+        // Usage bookkeeping only; a failure here must not fail the build.
+        let _ = cache.flush();
+        let (key, r) = result.map_err(SolveError::from_failure)?;
         Ok(SolvedRef {
             snapshot: r.0,
             cache_key: key,

@@ -162,18 +162,25 @@ impl Records {
         }
     }
 
-    /// Marks a record used (last-used time, usage count).
-    pub fn touch(&self, key: &CacheKey) -> Result<()> {
+    /// Marks records used (last-used time, usage count), in one
+    /// transaction.
+    pub fn touch(&self, keys: &[CacheKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(CACHE)?;
-            let cur = t.get(key.as_str())?.map(|v| v.value().to_vec());
-            if let Some(b) = cur
-                && let Ok(mut r) = serde_json::from_slice::<Record>(&b)
-            {
-                r.last_used = now();
-                r.usage_count += 1;
-                t.insert(key.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+            let n = now();
+            for key in keys {
+                let cur = t.get(key.as_str())?.map(|v| v.value().to_vec());
+                if let Some(b) = cur
+                    && let Ok(mut r) = serde_json::from_slice::<Record>(&b)
+                {
+                    r.last_used = n;
+                    r.usage_count += 1;
+                    t.insert(key.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+                }
             }
         }
         tx.commit()?;
@@ -285,7 +292,7 @@ mod tests {
         let k = KeyBuilder::new("t").str("x").finish();
         assert!(a.load(&k).unwrap().is_none());
         a.save(&k, vec![Some("s1".into()), None], "desc").unwrap();
-        b.touch(&k).unwrap();
+        b.touch(std::slice::from_ref(&k)).unwrap();
         let r = b.load(&k).unwrap().unwrap();
         assert_eq!(r.outputs, vec![Some("s1".into()), None]);
         assert_eq!(r.usage_count, 2);

@@ -216,9 +216,29 @@ impl Worker {
 }
 
 /// Cache records backed by redb, checked against the snapshot store.
+/// Hits are counted in memory and written in one transaction by
+/// [`RecordCache::flush`] at the end of a solve.
 pub struct RecordCache {
     /// The worker.
     pub worker: Arc<Worker>,
+    /// Keys hit during this solve.
+    pub hits: Mutex<Vec<CacheKey>>,
+}
+
+impl RecordCache {
+    /// A cache over the worker's records.
+    pub fn new(worker: Arc<Worker>) -> RecordCache {
+        RecordCache {
+            worker,
+            hits: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records the usage of every hit.
+    pub fn flush(&self) -> Result<()> {
+        let keys = std::mem::take(&mut *self.hits.lock().unwrap_or_else(|p| p.into_inner()));
+        self.worker.records.touch(&keys)
+    }
 }
 
 impl CacheStore<Ref> for RecordCache {
@@ -242,7 +262,10 @@ impl CacheStore<Ref> for RecordCache {
                 }
             }
         }
-        let _ = self.worker.records.touch(key);
+        self.hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.clone());
         Ok(Some(out))
     }
 
