@@ -374,6 +374,9 @@ pub fn save_cache(
     }
     let st = runner
         .exec_base(vec!["/bin/sh".into(), "-c".into(), script], env)
+        // As root: a new cache dir belongs to root, and `cp -a` as root
+        // keeps the build user as the owner of what it copies.
+        .user("0:0")
         .mount(
             Mount::bind(&dir, layers)
                 .selector(dir.trim_start_matches('/'))
