@@ -5,21 +5,31 @@
 //! 1. [`convert`] reads the frontend options ([`ConvertOptions`]), loads the
 //!    Dockerfile from the `dockerfile` local and the `.dockerignore` patterns
 //!    (from `<Dockerfile>.dockerignore` next to the Dockerfile, else from the
-//!    `context` local), then calls [`dockerfile_to_llb`] once per target
-//!    platform.
+//!    `context` local; also those of `local:` named contexts), then calls
+//!    [`dockerfile_to_llb`] once per target platform and reports warnings
+//!    through the gateway.
 //! 2. [`dockerfile_to_llb`] is pure: it parses the file ([`crate::parser`]),
-//!    splits it into stages ([`stages`]), evaluates the global `ARG`s and
-//!    dispatches the target stage. Stages are dispatched on demand, so stages
-//!    the target does not need never reach the graph (nor the image
-//!    resolver), and independent stages stay independent in LLB.
-//! 3. Each instruction family has its own file: [`from`] (base images, named
-//!    contexts), [`run`] (RUN and its mounts), [`copy`] (COPY/ADD), [`meta`]
-//!    (ENV, LABEL, WORKDIR, CMD, … and ONBUILD) and [`args`] (ARG scoping).
-//!    [`image`] holds the image config model and its JSON form.
+//!    checks every instruction with the typed layer
+//!    ([`crate::instructions::parse_dockerfile`]), splits the file into
+//!    stages, evaluates the global `ARG`s, finds the stages the target needs
+//!    and dispatches them in file order. Stages the target does not need
+//!    never reach the graph (nor the image resolver), and independent stages
+//!    stay independent in LLB.
+//! 3. Each instruction family has its own file: `from` (base images, named
+//!    contexts, `--from` sources), `run` (RUN and its mounts), `copy`
+//!    (COPY/ADD), `meta` (ENV, LABEL, WORKDIR, CMD, …, ONBUILD) and `args`
+//!    (ARG scoping, proxy args). `image` holds the image config model and
+//!    its JSON form; `stages` the stage model, step names and lint checks
+//!    over the whole file.
 //!
-//! The typed instruction layer ([`crate::instructions`]) is not used yet:
-//! [`flags`] and the per-instruction files read the parser's [`Node`]s
-//! directly.
+//! Dispatch reads the parser's `Node`s directly (flags through a small
+//! adapter in `flags`); the typed instruction layer is used for validation,
+//! so its error messages are the ones users see for malformed instructions.
+//!
+//! Output is deterministic: no random IDs (locals carry
+//! `local.sharedkeyhint`, not `local.unique`; progress groups are named
+//! after the stage and step), sorted JSON keys, and images pinned to the
+//! digest the resolver returned.
 
 mod args;
 mod copy;
