@@ -254,6 +254,38 @@ pub(crate) fn split(
     if stages.is_empty() {
         return Err(FrontendError::new("dockerfile contains no stages to build"));
     }
+    // Keyword casing should follow the majority of the file.
+    let keywords: Vec<&Node> = stages
+        .iter()
+        .flat_map(|s| std::iter::once(&s.from).chain(s.commands.iter()))
+        .collect();
+    let consistent = |v: &str| v == v.to_ascii_lowercase() || v == v.to_ascii_uppercase();
+    let lower = keywords
+        .iter()
+        .filter(|n| consistent(&n.value) && n.value == n.value.to_ascii_lowercase())
+        .count();
+    let upper = keywords
+        .iter()
+        .filter(|n| consistent(&n.value) && n.value != n.value.to_ascii_lowercase())
+        .count();
+    let majority_lower = lower > upper;
+    for n in &keywords {
+        let want = if majority_lower && n.value != n.value.to_ascii_lowercase() {
+            "lowercase"
+        } else if !majority_lower && n.value != n.value.to_ascii_uppercase() {
+            "uppercase"
+        } else {
+            continue;
+        };
+        warnings.push(lint_warning(
+            "ConsistentInstructionCasing",
+            format!(
+                "Command '{}' should match the case of the command majority ({want})",
+                n.value
+            ),
+            Some(err.location(n)),
+        ));
+    }
     // Instructions whose earlier uses in a stage are overridden.
     for st in &stages {
         for kw in ["cmd", "entrypoint", "healthcheck"] {
