@@ -222,7 +222,11 @@ pub(crate) fn materialize(
             *s
         }
         BaseSource::Image(reference) => {
+            // `no-cache` does not re-pull base images (that is
+            // `image-resolve-mode=pull`), so the source keeps its cache.
+            let ignore = std::mem::replace(&mut run.ignore_cache, false);
             let c = run.constraints(ctx, node, &format!("FROM {reference}"));
+            run.ignore_cache = ignore;
             image_state(ctx, &reference, &platform, &c, node)?
         }
     };
