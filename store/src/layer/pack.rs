@@ -81,10 +81,16 @@ enum Item {
 }
 
 impl<W: Write> Packer<'_, W> {
+    /// The mtime written for an entry. Files keep theirs (clamped to
+    /// `SOURCE_DATE_EPOCH` when given). Directories get 0 when no epoch is
+    /// given: a directory's mtime records when some op last added to it,
+    /// which differs between two otherwise identical builds, and would make
+    /// their layers differ.
     fn mtime(&self, m: &std::fs::Metadata) -> u64 {
         let t = m.mtime().max(0);
         match self.opts.source_date_epoch {
             Some(e) => t.min(e.max(0)) as u64,
+            None if m.is_dir() => 0,
             None => t as u64,
         }
     }
