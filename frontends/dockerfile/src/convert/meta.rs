@@ -328,42 +328,19 @@ pub(crate) fn dispatch(
     Ok(())
 }
 
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, …
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (warns about upper-case
+/// protocols).
 fn parse_port(ctx: &mut Ctx<'_>, node: &Node, word: &str) -> Result<Vec<String>, FrontendError> {
-    // `ip:host:container` forms expose only the container port.
-    let spec = word.rsplit(':').next().unwrap_or(word);
-    let (range, proto) = match spec.split_once('/') {
-        Some((r, p)) => (r, p),
-        None => (spec, "tcp"),
-    };
-    if proto != proto.to_ascii_lowercase() {
+    if let Some((_, proto)) = word.rsplit_once('/')
+        && proto != proto.to_ascii_lowercase()
+    {
         ctx.lint(
             node,
             "ExposeProtoCasing",
             format!("Defined protocol '{proto}' in EXPOSE instruction should be lowercase"),
         );
     }
-    let proto = proto.to_ascii_lowercase();
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(ctx.err.at(node, format!("invalid proto: {proto}")));
-    }
-    let num = |s: &str| -> Result<u32, FrontendError> {
-        s.parse::<u32>()
-            .ok()
-            .filter(|n| *n <= 65535)
-            .ok_or_else(|| ctx.err.at(node, format!("invalid containerPort: {s}")))
-    };
-    let (lo, hi) = match range.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => {
-            let n = num(range)?;
-            (n, n)
-        }
-    };
-    if hi < lo || hi - lo > 65535 {
-        return Err(ctx.err.at(node, format!("invalid port range: {range}")));
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+    crate::instructions::expose_ports(word).map_err(|e| ctx.err.at(node, e))
 }
 
 fn valid_signal(s: &str) -> bool {
