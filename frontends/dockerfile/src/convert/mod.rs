@@ -215,6 +215,7 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
     let platforms = opts.platforms.clone();
     let multi = platforms.len() > 1 || opts.multi_platform;
     let mut result = BuildResult::default();
+    let mut reported: BTreeSet<(String, Option<u32>)> = BTreeSet::new();
     let targets: Vec<Option<Platform>> = if platforms.is_empty() {
         vec![None]
     } else {
@@ -224,8 +225,17 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
         let mut o = opts.clone();
         o.target_platform = p.clone();
         let (def, config, warnings) = dockerfile_to_llb(&source, &o, &resolver)?;
-        for w in &warnings {
-            gw.warn(&w.message, w.detail.as_deref(), w.location.as_ref());
+        for w in warnings {
+            // One report per finding, even when several platforms see it.
+            let text = match &w.rule {
+                Some(rule) => format!("{rule}: {}", w.message),
+                None => w.message.clone(),
+            };
+            let key = (text.clone(), w.location.as_ref().map(|l| l.start_line));
+            if !reported.contains(&key) {
+                gw.warn(&text, w.detail.as_deref(), w.location.as_ref());
+                reported.insert(key);
+            }
         }
         let handle = gw.solve(&def, false)?;
         match p {
