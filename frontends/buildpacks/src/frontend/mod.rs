@@ -2,8 +2,9 @@
 //! by group, build buildpack by buildpack (each step solved and read back),
 //! then return the export graph and the image config.
 //!
-//! [`inputs`] reads `project.toml`, the order and the buildpack descriptors;
-//! [`readback`] reads what detect and build left in their outputs.
+//! `inputs` reads `project.toml`, the order and the buildpack descriptors;
+//! `detect_phase` and `build_phase` run the two phases; `readback` reads
+//! what detect and build left in their outputs.
 
 mod build_phase;
 mod detect_phase;
@@ -156,15 +157,25 @@ fn group_label(g: &[Candidate]) -> String {
 
 /// What the detect and build phases share.
 pub(crate) struct Cx<'a> {
+    /// The gateway.
     pub gw: &'a dyn Gateway,
+    /// Parsed options.
     pub opts: &'a Options,
+    /// Build image, user and network of every exec.
     pub runner: Runner,
+    /// Platform of every op (the build image's).
     pub platform: pb::Platform,
+    /// Platform env (`project.toml`, then `env:` options), by name.
     pub platform_env: Vec<(String, String)>,
+    /// The build image's env, filtered to what reaches buildpacks.
     pub base_env: Env,
+    /// `CNB_TARGET_*`.
     pub target_env: Vec<(String, String)>,
+    /// The run image's target.
     pub run_target: ImageTarget,
+    /// The app as given (after include/exclude).
     pub app0: State,
+    /// The platform dir.
     pub platform_st: State,
 }
 
