@@ -303,6 +303,50 @@ fn convert_reports_warnings_and_errors_with_locations() {
 }
 
 #[test]
+fn input_named_contexts_splice_the_input_graph() {
+    use kiln_frontend::llb::builder::{self, MarshalOptions};
+    use prost::Message as _;
+    let input = builder::image("busybox")
+        .expect("ref")
+        .state()
+        .run_shell("make > /out")
+        .build()
+        .expect("exec")
+        .root()
+        .marshal(&MarshalOptions::default())
+        .expect("marshal")
+        .encode_to_vec();
+    let mut opts = ConvertOptions::from_options(
+        &[
+            ("context:base".to_string(), "input:built".to_string()),
+            (
+                "input-metadata:built".to_string(),
+                // {"containerimage.config": base64({"config":{"Env":["FROM_INPUT=1"],"User":"app"}})}
+                r#"{"containerimage.config":"eyJjb25maWciOnsiRW52IjpbIkZST01fSU5QVVQ9MSJdLCJVc2VyIjoiYXBwIn19"}"#
+                    .to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    )
+    .expect("options");
+    opts.inputs.insert("built".into(), input);
+    let df = b"FROM base AS b\nRUN cat /out\nFROM scratch\nCOPY --from=b /out /out\n";
+    let (def, config, _) = dockerfile_to_llb(df, &opts, &FakeResolver).expect("convert");
+    let def = Definition::decode(&def).expect("valid definition");
+    let dumped = dump::dump_json_lines(&def);
+    assert!(dumped.contains(r"make \u003e /out"), "{dumped}");
+    assert!(dumped.contains("cat /out"), "{dumped}");
+    assert!(dumped.contains("FROM_INPUT=1"), "{dumped}");
+    assert!(!dumped.contains("kiln.input"), "{dumped}");
+    let v: serde_json::Value = serde_json::from_slice(&config).expect("config");
+    assert!(v["config"]["Env"].as_array().is_some());
+    // Same input, same bytes.
+    let again = dockerfile_to_llb(df, &opts, &FakeResolver).expect("convert");
+    assert_eq!(Definition::decode(&again.0).expect("valid"), def);
+}
+
+#[test]
 fn convert_reports_missing_dockerfile() {
     let gw = MockGateway::new();
     let err = kiln_dockerfile::convert::convert(&gw).expect_err("no Dockerfile");

@@ -417,12 +417,20 @@ pub(crate) fn named_context(
             stages::dispatch(ctx, idx)?
         }
         "input" => {
-            return Err(ctx.err.at(
-                node,
-                format!(
-                    "named context {name}={value}: input: contexts are not supported by kiln yet"
-                ),
-            ));
+            if !ctx.opts.inputs.contains_key(rest) {
+                return Err(ctx.err.at(node, format!("invalid input {rest} for {name}")));
+            }
+            let image = super::inputs::input_image(ctx.opts.input_metadata.get(rest))
+                .map_err(|e| ctx.err.at(node, e))?;
+            match image {
+                Some(image) => Dispatched {
+                    args: Vec::new(),
+                    state: apply_config(super::inputs::placeholder(rest), &image),
+                    image,
+                    platform: platform.clone(),
+                },
+                None => plain(super::inputs::placeholder(rest)),
+            }
         }
         "git" => plain(super::copy::git_state(
             value,

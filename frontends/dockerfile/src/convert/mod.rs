@@ -38,6 +38,7 @@ mod error;
 mod flags;
 mod from;
 mod image;
+mod inputs;
 mod meta;
 mod options;
 mod run;
@@ -175,6 +176,7 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
             let def = ctx
                 .marshal(&MarshalOptions::default())
                 .map_err(|e| FrontendError::new(format!("marshaling the context source: {e}")))?;
+            let def = inputs::splice(def, &opts.inputs)?;
             let bytes = encode_def(&def);
             let h = gw.solve(&bytes, true)?;
             gw.read_file(&h, ".dockerignore", 0, None).ok()
@@ -184,6 +186,7 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
         opts.dockerignore = parse_dockerignore(&String::from_utf8_lossy(&data));
     }
     opts.dockerfile_definition = Some(df_def);
+    opts.inputs = gw.inputs().into_iter().collect();
 
     // `.dockerignore` of `local:` named contexts.
     let named: Vec<(String, String)> = opts
@@ -527,6 +530,7 @@ pub fn dockerfile_to_llb(
         .state
         .marshal(&marshal)
         .map_err(|e| FrontendError::new(format!("marshaling LLB: {e}")))?;
+    let def = inputs::splice(def, &opts.inputs)?;
     let bytes = encode_def(&def);
     let config = image.to_json();
     Ok((bytes, config, ctx.warnings))

@@ -52,6 +52,11 @@ pub struct ConvertOptions {
     pub no_cache: Option<Vec<String>>,
     /// `context:NAME` values.
     pub named_contexts: BTreeMap<String, String>,
+    /// Named inputs (encoded `pb.Definition`s) for `input:` named contexts
+    /// (filled by [`crate::convert::convert`] from the gateway).
+    pub inputs: BTreeMap<String, Vec<u8>>,
+    /// `input-metadata:NAME` values.
+    pub input_metadata: BTreeMap<String, String>,
     /// `.dockerignore` patterns of `local:` named contexts, by local name
     /// (filled by [`crate::convert::convert`]).
     pub named_dockerignore: BTreeMap<String, Vec<String>>,
@@ -102,6 +107,8 @@ impl Default for ConvertOptions {
             no_cache: None,
             named_contexts: BTreeMap::new(),
             named_dockerignore: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            input_metadata: BTreeMap::new(),
             extra_hosts: Vec::new(),
             image_resolve_mode: ImageResolveMode::Default,
             dockerignore: Vec::new(),
@@ -192,6 +199,10 @@ impl ConvertOptions {
             }
             if let Some(name) = k.strip_prefix("label:") {
                 o.labels.insert(name.to_string(), v.clone());
+                continue;
+            }
+            if let Some(name) = k.strip_prefix("input-metadata:") {
+                o.input_metadata.insert(name.to_string(), v.clone());
                 continue;
             }
             if let Some(name) = k.strip_prefix("context:") {
