@@ -33,8 +33,17 @@ pub(crate) fn is_builtin_arg(k: &str) -> bool {
     PROXY_ARGS.contains(&k)
         || k.starts_with("BUILDKIT_")
         || k == "SOURCE_DATE_EPOCH"
-        || k.starts_with("TARGET")
-        || k.starts_with("BUILD")
+        || matches!(
+            k,
+            "TARGETPLATFORM"
+                | "TARGETOS"
+                | "TARGETARCH"
+                | "TARGETVARIANT"
+                | "BUILDPLATFORM"
+                | "BUILDOS"
+                | "BUILDARCH"
+                | "BUILDVARIANT"
+        )
 }
 
 fn platform_args(prefix: &str, p: &pb::Platform) -> Vec<(String, String)> {
