@@ -538,6 +538,7 @@ impl StageRun {
         let mut out = String::from("[");
         if self.multi_platform {
             out.push_str(&super::options::from_pb(&self.platform).format());
+            out.push_str(&self.cross_suffix());
             out.push(' ');
         }
         if !self.display.is_empty() {
@@ -550,6 +551,47 @@ impl StageRun {
         }
         out.push_str(s);
         out
+    }
+
+    /// `->arm64` when the stage runs on one platform and builds for
+    /// another (its `TARGET*` args say which), as BuildKit prints it.
+    fn cross_suffix(&self) -> String {
+        let vars = self.vars();
+        let get = |k: &str| {
+            vars.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let target = match get("TARGETPLATFORM").and_then(|p| super::options::parse_platform(&p)) {
+            Some(p) => p,
+            None => {
+                let (os, arch, variant) =
+                    (get("TARGETOS"), get("TARGETARCH"), get("TARGETVARIANT"));
+                if os.is_none() && arch.is_none() && variant.is_none() {
+                    return String::new();
+                }
+                kiln_frontend::Platform {
+                    os: os
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| self.platform.os.clone()),
+                    architecture: arch
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| self.platform.architecture.clone()),
+                    variant: variant.filter(|s| !s.is_empty()),
+                }
+            }
+        };
+        if target.os == self.platform.os && target.architecture != self.platform.architecture {
+            match &target.variant {
+                Some(v) => format!("->{}/{v}", target.architecture),
+                None => format!("->{}", target.architecture),
+            }
+        } else if target.os != self.platform.os {
+            format!("->{}", target.format())
+        } else {
+            String::new()
+        }
     }
 
     /// Constraints for an op made by `node`: progress name, the command
