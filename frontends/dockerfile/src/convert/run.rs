@@ -467,13 +467,14 @@ fn add_mount(
             };
             let mut mount = Mount::cache(target, id, sharing);
             let mut sel = selector(&m.source);
-            if let Some(s) = source_state(ctx, &m.from)? {
-                mount = mount.from(&s);
-            } else if m.mode.is_some() || m.uid.is_some() || m.gid.is_some() {
+            let seed = source_state(ctx, &m.from)?;
+            if sel.is_none() && (m.mode.is_some() || m.uid.is_some() || m.gid.is_some()) {
+                // A fresh cache gets a `/cache` directory with the requested
+                // owner and mode (on top of the `from` state, if any).
                 let c = builder::Constraints::default()
                     .custom_name("[internal] settings cache mount permissions")
                     .platform(run.platform.clone());
-                let st = State::scratch().file_with(
+                let st = seed.unwrap_or_else(State::scratch).file_with(
                     builder::mkdir(
                         "/cache",
                         m.mode.unwrap_or(0o755),
@@ -487,6 +488,8 @@ fn add_mount(
                 );
                 mount = mount.from(&st);
                 sel = Some("/cache".to_string());
+            } else if let Some(s) = seed {
+                mount = mount.from(&s);
             }
             if let Some(s) = sel {
                 mount = mount.selector(s);
