@@ -45,7 +45,7 @@ fn tools() -> bool {
 
 /// A registry with the busybox base image.
 struct Env {
-    _reg: Registry,
+    reg: Registry,
     base: String,
     root: tempfile::TempDir,
     out: tempfile::TempDir,
@@ -56,7 +56,7 @@ impl Env {
         let reg = Registry::start();
         let base = busybox::push_base_image(&reg);
         Env {
-            _reg: reg,
+            reg,
             base,
             root: tempfile::tempdir().unwrap(),
             out: tempfile::tempdir().unwrap(),
@@ -881,4 +881,133 @@ fn failing_build_names_the_buildpack_and_shows_its_output() {
     assert!(err.contains("compiling widgets"), "{err}");
     assert!(err.contains("error: widget missing"), "{err}");
     assert!(!tar.exists());
+}
+
+impl Env {
+    /// Builds `dockerfile` (on the busybox base) with the Dockerfile
+    /// frontend and pushes the image to the registry as `repo_tag`.
+    fn push_dockerfile_image(&self, dockerfile: &str, repo_tag: &str) -> String {
+        let ctx = self
+            .out
+            .path()
+            .join(format!("df-{}", repo_tag.replace(['/', ':'], "_")));
+        write(&ctx, "Dockerfile", &dockerfile.replace("BASE", &self.base));
+        let tar = ctx.join("image.oci.tar");
+        let out = kiln(self.root.path())
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--frontend",
+                "dockerfile.v0",
+            ])
+            .arg(format!("--local=context={}", ctx.display()))
+            .arg(format!("--local=dockerfile={}", ctx.display()))
+            .arg(format!(
+                "--output=type=oci,dest={},name=example.com/x:1",
+                tar.display()
+            ))
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let reference = format!("{}/{repo_tag}", self.reg.host());
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", tar.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    }
+}
+
+fn owner(img: &Image, path: &str) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(img.rootfs().join(path.trim_start_matches('/'))).unwrap();
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn non_root_build_user_and_a_separate_run_image() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let build_image = env.push_dockerfile_image(
+        "FROM BASE\nENV CNB_USER_ID=1000 CNB_GROUP_ID=1001\n",
+        "cnb/build:1",
+    );
+    let run_image = env.push_dockerfile_image(
+        "FROM BASE\nENV RUN_IMAGE=yes\nUSER 1002\nLABEL io.buildpacks.base.distro.name=busybox\n",
+        "cnb/run:1",
+    );
+    let bps = env.out.path().join("bps");
+    write_buildpack(
+        &bps,
+        "t/user",
+        "1.0.0",
+        "id -u > /dev/null",
+        r#"set -e
+L="$CNB_LAYERS_DIR"
+n=1
+if [ -f "$L/deps/count" ]; then n=$(( $(cat "$L/deps/count") + 1 )); fi
+mkdir -p "$L/deps" "$L/who"
+printf '%s' "$n" > "$L/deps/count"
+printf '[types]\ncache = true\n' > "$L/deps.toml"
+printf '%s:%s %s' "$(id -u)" "$(id -g)" "$n" > "$L/who/ids"
+printf '[types]\nlaunch = true\n' > "$L/who.toml"
+echo built > built.txt
+cat >> "$L/launch.toml" <<'EOF'
+[[processes]]
+type = "web"
+command = ["sh", "-c", "echo run-image=$RUN_IMAGE user=$(id -u)"]
+default = true
+EOF"#,
+    );
+    let app = env.out.path().join("app");
+    write(&app, "version", "1\n");
+    let opts = [
+        &format!("build-image={build_image}")[..],
+        &format!("run-image={run_image}")[..],
+        "buildpacks=t/user@1.0.0",
+    ];
+    let img = env.build_ok(&app, &bps, &opts, "user1");
+    assert_eq!(img.read("/layers/t_user/who/ids"), "1000:1001 1");
+    assert_eq!(owner(&img, "/workspace/built.txt"), (1000, 1001));
+    assert_eq!(owner(&img, "/workspace/version"), (1000, 1001));
+    assert_eq!(owner(&img, "/layers/t_user/who/ids"), (1000, 1001));
+    assert_eq!(img.cfg()["User"], "1002");
+    assert!(
+        img.env().contains(&"RUN_IMAGE=yes".to_string()),
+        "{:?}",
+        img.env()
+    );
+    assert!(
+        !img.env().iter().any(|e| e.starts_with("CNB_USER_ID")),
+        "{:?}",
+        img.env()
+    );
+    assert_eq!(
+        img.label("io.buildpacks.base.distro.name").as_deref(),
+        Some("busybox")
+    );
+    let lm = img.label_json("io.buildpacks.lifecycle.metadata");
+    assert_eq!(lm["runImage"]["image"], run_image.as_str());
+    let out = img.run(None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "run-image=yes user=1002\n",
+        "{}",
+        stderr(&out)
+    );
+
+    // The build cache works for the non-root user too.
+    write(&app, "version", "2\n");
+    let img = env.build_ok(&app, &bps, &opts, "user2");
+    assert_eq!(img.read("/layers/t_user/who/ids"), "1000:1001 2");
 }

@@ -287,8 +287,13 @@ pub fn build(
     // bin/build's output streams into the progress log and its exit code
     // is the exec's: a failed build is not cached.
     let script = format!(
-        "if [ -d {cache} ]; then cp -a {cache}/. {l}/ 2>/dev/null || cp -R {cache}/. {l}/ || exit 1; fi\n\
+        "if [ -d {cache} ]; then\n\
+         cd {cache} || exit 1\n\
+         for f in * .[!.]* ..?*; do if [ -e \"$f\" ]; then cp -a \"$f\" {l}/ || exit 1; fi; done\n\
+         cd {app} || exit 1\n\
+         fi\n\
          exec {d}/bin/build {l} {pl} {plan}\n",
+        app = sh_quote(APP_DIR),
         cache = sh_quote(CACHE_MOUNT),
         l = sh_quote(&layers),
         d = sh_quote(&buildpack_dir(c.bp)),
