@@ -372,3 +372,46 @@ fn detect_errors_are_warnings_naming_the_buildpack() {
         ["buildpack t/app@1: detection failed: bin/detect exited with code 5"]
     );
 }
+
+#[test]
+fn composite_buildpacks_and_project_pre_groups() {
+    // t/meta is a composite: [t/missing-detect] | [t/app]; project.toml adds
+    // t/tools in front of every group of the order.
+    let gw = two_buildpacks()
+        .file(
+            "order.toml",
+            "[[order]]\n[[order.group]]\nid = \"t/meta\"\nversion = \"1\"\n",
+        )
+        .file(
+            "t_meta/1/buildpack.toml",
+            "api = \"0.12\"\n[buildpack]\nid = \"t/meta\"\nversion = \"1\"\n\
+             [[order]]\n[[order.group]]\nid = \"t/other\"\nversion = \"1\"\n\
+             [[order]]\n[[order.group]]\nid = \"t/app\"\nversion = \"1\"\n",
+        )
+        .file("t_other/1/buildpack.toml", &bp("t/other"))
+        .file("detect/t_other/1/code", "100\n")
+        .file(
+            "project.toml",
+            "[_]\nschema-version = \"0.2\"\n[[io.buildpacks.pre.group]]\nid = \"t/tools\"\nversion = \"1\"\n",
+        );
+    let r = run(&gw).unwrap();
+    let cfg: Value = serde_json::from_slice(&r.metadata[0].1).unwrap();
+    let bm: Value = serde_json::from_str(
+        cfg["config"]["Labels"]["io.buildpacks.build.metadata"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&str> = bm["buildpacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["t/tools", "t/app"]);
+    let md = String::from_utf8(r.metadata[0].1.clone()).unwrap();
+    assert!(
+        !md.contains("t/meta\""),
+        "composites do not appear in the group"
+    );
+}
