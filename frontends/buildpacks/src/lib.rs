@@ -11,7 +11,7 @@
 //! environment baked into the image config (there is no launcher).
 //!
 //! Modules: [`options`], [`project`], [`descriptor`] and [`order`] read the
-//! inputs; [`detect`] resolves groups and plans; [`env`] and [`layers`]
+//! inputs; [`detect`] resolves groups and plans; [`env`](mod@env) and [`layers`]
 //! hold the env-file and layer rules; [`steps`] builds the LLB; [`image`]
 //! writes the config and labels; [`frontend`] drives the gateway.
 
