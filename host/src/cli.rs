@@ -270,6 +270,12 @@ fn default_root() -> PathBuf {
 /// Run the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone().unwrap_or_else(default_root);
+    // Everything below (runc bundles, overlay mounts) wants an absolute path.
+    let root = if root.is_absolute() {
+        root
+    } else {
+        std::env::current_dir().context("finding the current directory")?.join(root)
+    };
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { file, dot }) => dump_llb(file, dot),
         Command::Build(args) => build(root, cli.oci_runtime, args),
