@@ -133,10 +133,10 @@ impl Controller {
         let solved = self.engine.solve(&definition, session.clone()).await?;
         for o in outputs {
             if o.kind == "image" {
-                bail!(
-                    "--output type=image (registry push) is not supported by this kiln yet; \
-                     use type=oci or type=docker and push the tarball"
-                );
+                self.push_image(&solved, image_config.as_deref(), &o.attrs, session.clone())
+                    .await
+                    .context("exporting type=image")?;
+                continue;
             }
             self.engine
                 .export(
@@ -148,6 +148,83 @@ impl Controller {
                 )
                 .await
                 .with_context(|| format!("exporting type={}", o.kind))?;
+        }
+        Ok(())
+    }
+
+    /// `type=image,name=REF[,REF…],push=true`: export an OCI image into the
+    /// content store and push it to every name, skipping blobs the registry
+    /// already has.
+    async fn push_image(
+        &self,
+        solved: &SolvedRef,
+        config: Option<&[u8]>,
+        attrs: &BTreeMap<String, String>,
+        session: Arc<Session>,
+    ) -> anyhow::Result<()> {
+        let names: Vec<String> = attrs
+            .get("name")
+            .map(|n| n.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            bail!("type=image needs name=REF");
+        }
+        let push = attrs.get("push").map(|v| v == "true" || v.is_empty()).unwrap_or(false);
+        if !push {
+            bail!(
+                "type=image without push=true has nowhere to keep the image (kiln has no image \
+                 store): add push=true, or use type=oci or type=docker"
+            );
+        }
+        let layout = tempfile::tempdir_in(&self.root).context("creating a temp dir for the image")?;
+        let mut oci_attrs: BTreeMap<String, String> = attrs
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "push" | "name" | "registry.insecure" | "unpack"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        oci_attrs.insert("tar".into(), "false".into());
+        oci_attrs.insert("dest".into(), layout.path().display().to_string());
+        oci_attrs.entry("oci-mediatypes".into()).or_insert_with(|| "true".into());
+        let res = self.engine.export(Some(solved), config, "oci", &oci_attrs, session.clone()).await?;
+        let digest = res
+            .metadata
+            .get("containerimage.digest")
+            .cloned()
+            .context("the OCI exporter reported no manifest digest")?;
+        // Everything the manifest names goes into the content store.
+        let store = self.engine.content();
+        let blobs = layout.path().join("blobs/sha256");
+        for e in std::fs::read_dir(&blobs).with_context(|| format!("reading {}", blobs.display()))? {
+            let e = e?;
+            let d: kiln_store::Digest = format!("sha256:{}", e.file_name().to_string_lossy())
+                .parse()
+                .context("blob name in the exported layout")?;
+            if !store.exists(&d) {
+                let f = std::fs::File::open(e.path())?;
+                store.write_reader(f, Some(&d))?;
+            }
+        }
+        let manifest_digest: kiln_store::Digest = digest.parse().context("manifest digest")?;
+        let manifest = store.read(&manifest_digest)?;
+        let mut registry = self.registry.clone();
+        if attrs.get("registry.insecure").is_some_and(|v| v == "true") {
+            let hosts = names
+                .iter()
+                .filter_map(|n| n.parse::<kiln_runtime::registry::ImageRef>().ok())
+                .map(|r| r.registry().to_string())
+                .collect();
+            registry = Arc::new(kiln_runtime::registry::RegistryClient::new(
+                kiln_runtime::registry::RegistryOptions { insecure: hosts, ..Default::default() },
+            ));
+        }
+        for name in &names {
+            let r: kiln_runtime::registry::ImageRef =
+                name.parse().with_context(|| format!("invalid image name {name:?}"))?;
+            let pushed = registry
+                .push(&r, &manifest, store)
+                .await
+                .with_context(|| format!("pushing {name}"))?;
+            session.progress.message(&format!("pushed {name}@{pushed}"));
         }
         Ok(())
     }
