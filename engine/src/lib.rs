@@ -39,7 +39,7 @@ pub mod cachekey;
 mod engine;
 mod export;
 pub mod fsutil;
-mod gc;
+pub mod gc;
 pub mod ops;
 pub mod patterns;
 pub mod progress;

@@ -274,7 +274,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = if root.is_absolute() {
         root
     } else {
-        std::env::current_dir().context("finding the current directory")?.join(root)
+        std::env::current_dir()
+            .context("finding the current directory")?
+            .join(root)
     };
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { file, dot }) => dump_llb(file, dot),
@@ -282,16 +284,147 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Frontend(FrontendCommand::Push { file, reference }) => {
             frontend_push(root, file, reference)
         }
-        Command::Du(_) => {
-            bail!("kiln du is not available yet: cache accounting lands with the cache issue")
-        }
-        Command::Prune(_) => bail!(
-            "kiln prune is not available yet: cache garbage collection lands with the cache issue"
-        ),
+        Command::Du(a) => du(root, a),
+        Command::Prune(a) => prune(root, a),
         Command::Daemon(_) => {
             bail!("kiln daemon is not available yet: kiln runs embedded (no daemon needed)")
         }
     }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < UNITS.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", UNITS[i])
+    }
+}
+
+fn ago(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let d = now.saturating_sub(secs);
+    match d {
+        0..=59 => format!("{d} seconds ago"),
+        60..=3599 => format!("{} minutes ago", d / 60),
+        3600..=86399 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86400),
+    }
+}
+
+/// `48h`, `30m`, `10s`, `7d` or plain seconds.
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => bail!("invalid duration unit {other:?} in {s:?}: use s, m, h or d"),
+    };
+    Ok(Duration::from_secs_f64(n * mult))
+}
+
+/// `10GB`, `512MB`, `1.5GiB`, or plain bytes.
+fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("invalid size unit {other:?} in {s:?}"),
+    };
+    Ok((n * mult) as u64)
+}
+
+fn open_engine(root: &std::path::Path) -> anyhow::Result<std::sync::Arc<kiln_engine::Engine>> {
+    kiln_engine::Engine::open(root, kiln_engine::EngineConfig::default())
+        .with_context(|| format!("opening the state directory {}", root.display()))
+}
+
+fn du(root: PathBuf, a: DuArgs) -> anyhow::Result<()> {
+    if !a.filter.is_empty() {
+        bail!("kiln du --filter is not supported yet");
+    }
+    let engine = open_engine(&root)?;
+    let mut records = engine.du()?;
+    records.sort_by(|x, y| y.size.cmp(&x.size).then(x.id.cmp(&y.id)));
+    let total: u64 = records.iter().map(|r| r.size).sum();
+    if a.verbose {
+        for r in &records {
+            println!("ID:\t\t{}", r.id);
+            println!("Created at:\t{}", ago(r.created));
+            println!("Reclaimable:\ttrue");
+            println!("Size:\t\t{}", human_bytes(r.size));
+            println!("Description:\t{}", r.description);
+            println!("Usage count:\t{}", r.usage_count);
+            println!("Last used:\t{}", ago(r.last_used));
+            println!("Type:\t\tregular");
+            println!();
+        }
+    } else {
+        println!(
+            "{:<66} {:<12} {:<10} LAST ACCESSED",
+            "ID", "RECLAIMABLE", "SIZE"
+        );
+        for r in &records {
+            println!(
+                "{:<66} {:<12} {:<10} {}",
+                r.id,
+                "true",
+                human_bytes(r.size),
+                ago(r.last_used)
+            );
+        }
+    }
+    println!("Reclaimable:\t{}", human_bytes(total));
+    println!("Total:\t\t{}", human_bytes(total));
+    Ok(())
+}
+
+fn prune(root: PathBuf, a: PruneArgs) -> anyhow::Result<()> {
+    if !a.filter.is_empty() {
+        bail!("kiln prune --filter is not supported yet");
+    }
+    let engine = open_engine(&root)?;
+    let opts = kiln_engine::gc::PruneOptions {
+        keep_duration: a.keep_duration.as_deref().map(parse_duration).transpose()?,
+        keep_bytes: a.keep_storage.as_deref().map(parse_bytes).transpose()?,
+        all: a.all,
+    };
+    let removed = engine.prune(&opts)?;
+    let freed: u64 = removed.iter().map(|r| r.size).sum();
+    for r in &removed {
+        println!("{:<66} {}", r.id, human_bytes(r.size));
+    }
+    println!("Total:\t{}", human_bytes(freed));
+    Ok(())
 }
 
 fn frontend_push(root: PathBuf, file: PathBuf, reference: String) -> anyhow::Result<()> {
