@@ -164,28 +164,45 @@ impl Controller {
     ) -> anyhow::Result<()> {
         let names: Vec<String> = attrs
             .get("name")
-            .map(|n| n.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .map(|n| {
+                n.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         if names.is_empty() {
             bail!("type=image needs name=REF");
         }
-        let push = attrs.get("push").map(|v| v == "true" || v.is_empty()).unwrap_or(false);
+        let push = attrs
+            .get("push")
+            .map(|v| v == "true" || v.is_empty())
+            .unwrap_or(false);
         if !push {
             bail!(
                 "type=image without push=true has nowhere to keep the image (kiln has no image \
                  store): add push=true, or use type=oci or type=docker"
             );
         }
-        let layout = tempfile::tempdir_in(&self.root).context("creating a temp dir for the image")?;
+        let layout =
+            tempfile::tempdir_in(&self.root).context("creating a temp dir for the image")?;
         let mut oci_attrs: BTreeMap<String, String> = attrs
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "push" | "name" | "registry.insecure" | "unpack"))
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "push" | "name" | "registry.insecure" | "unpack")
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         oci_attrs.insert("tar".into(), "false".into());
         oci_attrs.insert("dest".into(), layout.path().display().to_string());
-        oci_attrs.entry("oci-mediatypes".into()).or_insert_with(|| "true".into());
-        let res = self.engine.export(Some(solved), config, "oci", &oci_attrs, session.clone()).await?;
+        oci_attrs
+            .entry("oci-mediatypes".into())
+            .or_insert_with(|| "true".into());
+        let res = self
+            .engine
+            .export(Some(solved), config, "oci", &oci_attrs, session.clone())
+            .await?;
         let digest = res
             .metadata
             .get("containerimage.digest")
@@ -194,7 +211,9 @@ impl Controller {
         // Everything the manifest names goes into the content store.
         let store = self.engine.content();
         let blobs = layout.path().join("blobs/sha256");
-        for e in std::fs::read_dir(&blobs).with_context(|| format!("reading {}", blobs.display()))? {
+        for e in
+            std::fs::read_dir(&blobs).with_context(|| format!("reading {}", blobs.display()))?
+        {
             let e = e?;
             let d: kiln_store::Digest = format!("sha256:{}", e.file_name().to_string_lossy())
                 .parse()
@@ -214,12 +233,16 @@ impl Controller {
                 .map(|r| r.registry().to_string())
                 .collect();
             registry = Arc::new(kiln_runtime::registry::RegistryClient::new(
-                kiln_runtime::registry::RegistryOptions { insecure: hosts, ..Default::default() },
+                kiln_runtime::registry::RegistryOptions {
+                    insecure: hosts,
+                    ..Default::default()
+                },
             ));
         }
         for name in &names {
-            let r: kiln_runtime::registry::ImageRef =
-                name.parse().with_context(|| format!("invalid image name {name:?}"))?;
+            let r: kiln_runtime::registry::ImageRef = name
+                .parse()
+                .with_context(|| format!("invalid image name {name:?}"))?;
             let pushed = registry
                 .push(&r, &manifest, store)
                 .await
@@ -637,7 +660,10 @@ mod tests {
 
     #[test]
     fn syntax_directive() {
-        assert_eq!(parse_syntax_directive(b"# syntax=x/y:1\nFROM a"), Some("x/y:1".into()));
+        assert_eq!(
+            parse_syntax_directive(b"# syntax=x/y:1\nFROM a"),
+            Some("x/y:1".into())
+        );
         assert_eq!(
             parse_syntax_directive(b"# escape=`\n#  SYNTAX = r:1\nFROM a"),
             Some("r:1".into())
