@@ -26,9 +26,9 @@ fn context() -> tempfile::TempDir {
         }
     }
     // Incompressible-ish bytes, so compression takes a moment.
-    let mut big = Vec::with_capacity(24 << 20);
+    let mut big = Vec::with_capacity(12 << 20);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while big.len() < 24 << 20 {
+    while big.len() < 12 << 20 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -89,10 +89,7 @@ fn sigkill_at_many_points_never_corrupts_the_store() {
 
     let root = tempfile::tempdir().unwrap();
     let mut phases = Vec::new();
-    for (i, delay_ms) in [5u64, 30, 80, 150, 250, 400, 700, 1000, 1500]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, delay_ms) in [5u64, 60, 200, 450, 800, 1300].into_iter().enumerate() {
         let dest = out.path().join(format!("killed{i}.tar"));
         let mut child = build_cmd(root.path(), ctx.path(), &dest)
             .stdout(Stdio::null())
