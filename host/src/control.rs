@@ -130,7 +130,22 @@ impl Controller {
             return Ok(());
         }
 
-        let solved = self.engine.solve(&definition, session.clone()).await?;
+        let solved = match self.engine.solve(&definition, session.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let snippet = match &e {
+                    kiln_engine::SolveError::Vertex { digest, .. } => {
+                        source_snippet(&definition, digest)
+                    }
+                    _ => None,
+                };
+                let err = anyhow::Error::new(e);
+                return Err(match snippet {
+                    Some(s) => anyhow::anyhow!("{err:#}\n --> {s}"),
+                    None => err,
+                });
+            }
+        };
         for o in outputs {
             if o.kind == "image" {
                 self.push_image(&solved, image_config.as_deref(), &o.attrs, session.clone())
@@ -450,6 +465,41 @@ fn parse_syntax_directive(text: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// Where in the user's input a vertex comes from, as `Dockerfile:12` plus
+/// the lines themselves, from the Definition's source map.
+fn source_snippet(definition: &[u8], digest: &str) -> Option<String> {
+    let def = kiln_llb::Definition::decode(definition).ok()?;
+    let source = def.source()?;
+    let locs = source.locations.get(digest)?;
+    let mut out = Vec::new();
+    for loc in &locs.locations {
+        let info = source.infos.get(usize::try_from(loc.source_index).ok()?)?;
+        let text = String::from_utf8_lossy(&info.data);
+        let lines: Vec<&str> = text.lines().collect();
+        for r in &loc.ranges {
+            let start = r.start.as_ref().map_or(0, |p| p.line).max(1) as usize;
+            let end = r
+                .end
+                .as_ref()
+                .map_or(start as i32, |p| p.line)
+                .max(start as i32) as usize;
+            let place = if start == end {
+                format!("{}:{start}", info.filename)
+            } else {
+                format!("{}:{start}-{end}", info.filename)
+            };
+            let mut block = vec![place];
+            for n in start..=end.min(start + 9) {
+                if let Some(l) = lines.get(n - 1) {
+                    block.push(format!(" {n:>4} | {l}"));
+                }
+            }
+            out.push(block.join("\n"));
+        }
+    }
+    (!out.is_empty()).then(|| out.join("\n"))
 }
 
 fn write_dest(dest: &str, bytes: &[u8]) -> anyhow::Result<()> {

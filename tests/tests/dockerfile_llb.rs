@@ -127,3 +127,24 @@ fn dockerfile_errors_name_the_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failing_step_points_at_its_dockerfile_line() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY missing.txt /x\n",
+    )
+    .unwrap();
+    let o = run_fail(
+        kiln(root.path())
+            .args(["build", "--frontend", "dockerfile.v0"])
+            .arg(format!("--local=context={}", ctx.path().display()))
+            .arg(format!("--local=dockerfile={}", ctx.path().display())),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("2 | COPY missing.txt /x"), "{err}");
+    assert!(err.contains("missing.txt"), "{err}");
+}

@@ -627,3 +627,25 @@ fn grep_tree(dir: &Path, needle: &[u8]) -> bool {
     }
     false
 }
+
+#[test]
+fn a_failing_run_shows_command_exit_code_line_and_output() {
+    if !tools() {
+        return;
+    }
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    let b =
+        Build::new("ARG BASE\nFROM ${BASE}\nRUN echo fine\nRUN echo last-words-$((6*7)); exit 7\n");
+    let o = run_fail(&mut b.cmd(&base, &[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("exit 7") || err.contains("exit code 7") || err.contains("code 7"),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:4"), "{err}");
+    // The command as written, and its output (the shell computed 42).
+    assert!(err.contains("echo last-words-$((6*7))"), "{err}");
+    assert!(err.contains("last-words-42"), "{err}");
+    eprintln!("{err}");
+}
