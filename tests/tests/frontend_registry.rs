@@ -144,3 +144,91 @@ fn not_a_frontend_and_missing_references_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("kiln/nothing"), "{err}");
 }
+
+/// The test guest with its gateway import renamed to another version
+/// (same length, so the component stays well-formed).
+fn wrong_version_guest(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(testguest_wasm()).unwrap();
+    let from = b"kiln:gateway/gateway@0.1.0";
+    let to = b"kiln:gateway/gateway@0.9.0";
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n > 0, "the guest names its gateway import");
+    let p = dir.join("wrong-version.wasm");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn wrong_version_corrupt_module_and_digest_mismatch_fail_precisely() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = context();
+
+    // A component built for another gateway version.
+    let wrong = wrong_version_guest(work.path());
+    let out = run_fail(
+        kiln(root.path())
+            .args(["build", "--frontend", "gateway.v0"])
+            .arg(format!("--opt=source={}", wrong.display()))
+            .arg(format!("--local=context={}", ctx.path().display())),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kiln:gateway@0.9.0") && err.contains("kiln:gateway@0.1.0"),
+        "{err}"
+    );
+
+    // A corrupt module.
+    let corrupt = work.path().join("corrupt.wasm");
+    let mut bytes = std::fs::read(testguest_wasm()).unwrap();
+    let half = bytes.len() / 2;
+    bytes.truncate(half);
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let out = run_fail(
+        kiln(root.path())
+            .args(["build", "--frontend", "gateway.v0"])
+            .arg(format!("--opt=source={}", corrupt.display())),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a valid component"), "{err}");
+
+    // A pulled component whose stored bytes no longer match their digest.
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start();
+    let reference = format!("{}/kiln/testguest:mismatch", reg.host());
+    let out = run_ok(
+        kiln(root.path())
+            .args(["frontend", "push"])
+            .arg(testguest_wasm())
+            .arg(&reference),
+    );
+    let pinned = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    drop(reg);
+    let layer = kiln_llb::Digest::of_bytes(&std::fs::read(testguest_wasm()).unwrap());
+    let blob = root.path().join("content/blobs/sha256").join(layer.hex());
+    let mut data = std::fs::read(&blob).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&blob, &data).unwrap();
+    let out = run_fail(
+        kiln(root.path())
+            .args(["build", "--frontend", "gateway.v0"])
+            .arg(format!("--opt=source={pinned}"))
+            .arg(format!("--local=context={}", ctx.path().display())),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not match digest") && err.contains(layer.as_str()),
+        "{err}"
+    );
+}
