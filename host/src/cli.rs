@@ -72,6 +72,10 @@ pub struct BuildArgs {
     /// Secret `id=ID,src=FILE` or `id=ID,env=VAR` (repeatable).
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
+    /// OCI layout directory `NAME=DIR` (repeatable), for
+    /// `--opt context:X=oci-layout://NAME@sha256:…` and `oci-layout://` sources.
+    #[arg(long = "oci-layout", value_name = "NAME=DIR")]
+    pub oci_layouts: Vec<String>,
     /// SSH agent socket `default` or `ID=PATH` (repeatable).
     #[arg(long = "ssh", value_name = "default|ID=PATH")]
     pub ssh: Vec<String>,
@@ -513,6 +517,17 @@ fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::R
         .iter()
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let mut oci_layouts = BTreeMap::new();
+    for l in &a.oci_layouts {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--oci-layout {l:?} must be NAME=DIR"))?;
+        let dir = PathBuf::from(v);
+        if !dir.join("index.json").is_file() {
+            bail!("--oci-layout {k}={v}: {v} is not an OCI layout (no index.json)");
+        }
+        oci_layouts.insert(k.to_string(), std::fs::canonicalize(&dir)?);
+    }
     let definition = if a.frontend.is_none() {
         Some(read_input(None)?)
     } else {
@@ -547,6 +562,7 @@ fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::R
         outputs,
         secrets,
         ssh,
+        oci_layouts,
         no_cache: a.no_cache,
         explain_cache: a.explain_cache,
         progress,

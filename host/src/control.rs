@@ -44,6 +44,8 @@ pub struct SolveRequest {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--ssh id=socket`.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `--oci-layout name=dir`.
+    pub oci_layouts: BTreeMap<String, PathBuf>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--explain-cache`.
@@ -102,6 +104,7 @@ impl Controller {
         session.locals = req.locals.clone();
         session.secrets = req.secrets.clone();
         session.ssh = req.ssh.clone();
+        session.oci_layouts = req.oci_layouts.clone();
         session.no_cache = req.no_cache;
         session.explain_cache = req.explain_cache;
         let session = Arc::new(session);

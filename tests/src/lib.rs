@@ -128,3 +128,80 @@ pub fn testguest_wasm() -> PathBuf {
     })
     .clone()
 }
+
+/// An OCI layout (tag `1`) whose single layer holds `../` paths, an absolute path, a
+/// symlink to /tmp written through, and a hardlink to /etc/passwd.
+pub fn hostile_oci_layout(dir: &Path, marker: &str) -> (PathBuf, String) {
+    fn header(name: &str, size: usize, kind: u8, link: &str) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h.to_vec()
+    }
+    let body = b"NOT ON THE HOST\n";
+    let mut block = vec![0u8; 512];
+    block[..body.len()].copy_from_slice(body);
+    let mut t = Vec::new();
+    for (name, kind, link) in [
+        (
+            format!("../../../../../../tmp/{marker}-dotdot"),
+            b'0',
+            String::new(),
+        ),
+        (format!("/tmp/{marker}-abs"), b'0', String::new()),
+        ("tmplink".to_string(), b'2', "/tmp".to_string()),
+        (format!("tmplink/{marker}-link"), b'0', String::new()),
+        (format!("{marker}-hard"), b'1', "/etc/passwd".to_string()),
+    ] {
+        let size = if kind == b'0' { body.len() } else { 0 };
+        t.extend(header(&name, size, kind, &link));
+        if kind == b'0' {
+            t.extend(&block);
+        }
+    }
+    t.extend(vec![0u8; 1024]);
+    use sha2::Digest as _;
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let layer = sha(&t);
+    std::fs::write(blobs.join(&layer), &t).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer}"]}}}}"#
+    );
+    let cd = sha(config.as_bytes());
+    std::fs::write(blobs.join(&cd), &config).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer}","size":{}}}]}}"#,
+        config.len(),
+        t.len()
+    );
+    let md = sha(manifest.as_bytes());
+    std::fs::write(blobs.join(&md), &manifest).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{md}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"1"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    (layout, format!("sha256:{md}"))
+}

@@ -516,3 +516,47 @@ fn evil_tar() -> Vec<u8> {
     t.extend_from_slice(&[0u8; 1024]);
     t
 }
+
+#[test]
+fn a_crafted_oci_layout_cannot_escape() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let marker = format!("kiln-ocilayout-{}", std::process::id());
+    let (layout, digest) = kiln_e2e::hostile_oci_layout(work.path(), &marker);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM evil\nCOPY Dockerfile /built\n",
+    )
+    .unwrap();
+    let dest = work.path().join("out");
+    let o = kiln(root.path())
+        .args(["build", "--frontend", "dockerfile.v0"])
+        .arg(format!("--local=context={}", ctx.path().display()))
+        .arg(format!("--local=dockerfile={}", ctx.path().display()))
+        .arg(format!("--oci-layout=evil={}", layout.display()))
+        .arg(format!("--opt=context:evil=oci-layout://evil@{digest}"))
+        .arg(format!("--output=type=local,dest={}", dest.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    if !o.status.success() {
+        assert!(
+            err.contains("unsafe archive entry"),
+            "refused for the right reason: {err}"
+        );
+    }
+    for suffix in ["dotdot", "abs", "link", "hard"] {
+        let p = PathBuf::from(format!("/tmp/{marker}-{suffix}"));
+        assert!(!p.exists(), "{} was written on the host", p.display());
+    }
+    if o.status.success() {
+        // Neutralised rather than refused: the entries stay inside the image.
+        assert!(dest.join("built").exists());
+        let passwd = std::fs::read("/etc/passwd").unwrap();
+        if let Ok(h) = std::fs::read(dest.join(format!("{marker}-hard"))) {
+            assert_ne!(h, passwd, "a hardlink pulled in the host's /etc/passwd");
+        }
+    }
+}
