@@ -6,6 +6,7 @@ mod exec;
 mod export;
 mod files;
 mod graph;
+mod http;
 mod procs;
 mod registry;
 mod runc;
