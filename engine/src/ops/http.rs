@@ -130,10 +130,10 @@ impl HttpOp {
             .send()
             .await
             .with_context(|| format!("fetching {}", self.url))?;
-        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
-            if let Some((_, d)) = known {
-                return Ok(d);
-            }
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED
+            && let Some((_, d)) = known
+        {
+            return Ok(d);
         }
         if !resp.status().is_success() {
             bail!("fetching {}: HTTP {}", self.url, resp.status());
