@@ -9,6 +9,7 @@
 mod diff;
 pub mod exec;
 mod file;
+mod git;
 mod http;
 mod image;
 mod local;
@@ -299,6 +300,8 @@ pub fn build_op(
             let id = src.identifier.as_str();
             if let Some(local) = id.strip_prefix("local://") {
                 Ok((Arc::new(local::LocalOp::new(ctx, local, src)?), 1))
+            } else if id.starts_with("git://") {
+                Ok((Arc::new(git::GitOp::new(ctx, src)?), 1))
             } else if id.starts_with("http://") || id.starts_with("https://") {
                 Ok((Arc::new(http::HttpOp::new(ctx, src)?), 1))
             } else if id.starts_with("docker-image://") || id.starts_with("oci-layout://") {

@@ -5,6 +5,7 @@ mod escapes;
 mod exec;
 mod export;
 mod files;
+mod git;
 mod graph;
 mod http;
 mod procs;
