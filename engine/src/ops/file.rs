@@ -51,7 +51,6 @@ impl FileOp {
         if op.actions.is_empty() {
             return Err("file op has no actions".into());
         }
-        let total = n_inputs + op.actions.len();
         for (i, a) in op.actions.iter().enumerate() {
             let limit = (n_inputs + i) as i64;
             if a.input < -1 || a.input >= limit {
@@ -67,7 +66,6 @@ impl FileOp {
                 return Err(format!("action {i} has no action set"));
             }
         }
-        let _ = total;
         Ok(FileOp {
             ctx,
             op: Arc::new(op),

@@ -232,25 +232,15 @@ impl Op<Ref> for LocalOp {
             }
             let lock = self.ctx.worker.local_lock(&self.name);
             let _g = lock.lock().await;
-            let this = LocalStageArgs {
+            let spec = LocalOp {
+                ctx: self.ctx.clone(),
                 name: self.name.clone(),
                 include: self.include.clone(),
                 exclude: self.exclude.clone(),
                 follow: self.follow.clone(),
-                ctx: self.ctx.clone(),
+                staged: Mutex::new(None),
             };
-            let staged = blocking(move || {
-                let op = LocalOp {
-                    ctx: this.ctx,
-                    name: this.name,
-                    include: this.include,
-                    exclude: this.exclude,
-                    follow: this.follow,
-                    staged: Mutex::new(None),
-                };
-                op.stage(&dir)
-            })
-            .await?;
+            let staged = blocking(move || spec.stage(&dir)).await?;
             let key = KeyBuilder::new("source.local")
                 .str(&fsutil::subtree_sum(&staged.sums, ""))
                 .finish();
@@ -377,14 +367,6 @@ impl Op<Ref> for LocalOp {
             }
         }
     }
-}
-
-struct LocalStageArgs {
-    name: String,
-    include: PatternSet,
-    exclude: PatternSet,
-    follow: Vec<String>,
-    ctx: OpCtx,
 }
 
 /// One line naming the context files that differ.
