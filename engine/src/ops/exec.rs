@@ -456,6 +456,9 @@ fn run_exec_inner(
             Ok(_) => {}
             // `validExitCodes`: other codes than 0 may count as success.
             Err(rt::Error::ExitCode { code, .. }) if meta.valid_exit_codes.contains(&code) => {}
+            // The runtime's message already names the process, its exit
+            // code and its last output lines.
+            Err(e @ rt::Error::ExitCode { .. }) => return Err(anyhow!(e)),
             Err(e) => {
                 return Err(anyhow!(e)).with_context(|| {
                     format!("process {:?} did not complete successfully", meta.args)
