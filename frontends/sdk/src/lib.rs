@@ -121,6 +121,13 @@ pub fn options_map(gw: &dyn Gateway) -> std::collections::BTreeMap<String, Strin
 #[macro_export]
 macro_rules! export_frontend {
     ($frontend:ty) => {
+        // Natively the component export does not exist; naming the build
+        // function keeps the frontend from looking like dead code.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn(
+            &dyn $crate::Gateway,
+        ) -> ::core::result::Result<$crate::BuildResult, $crate::FrontendError> =
+            <$frontend as $crate::Frontend>::build;
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct KilnFrontendExport;
