@@ -17,7 +17,8 @@
 # The data: files from /usr (binaries, libraries, text), concatenated in sorted
 # order and cut to MIB, so it compresses like real image content and is the
 # same from run to run on one machine. KILN_BIN picks the kiln binary (default
-# target/release/kiln).
+# target/release/kiln); KILN_COMMIT, when set, is printed as the commit it was
+# built from.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -108,7 +109,7 @@ done
 g=$(median "${T[gzip]}")
 tg=$(median "${T[targz]}")
 echo
-echo "OCI export of a $MIB MiB layer, median of $RUNS runs; $(date -u +%FT%TZ), $(nproc) cores, commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "OCI export of a $MIB MiB layer, median of $RUNS runs; $(date -u +%FT%TZ), $(nproc) cores, checkout $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')${KILN_COMMIT:+, kiln built from $KILN_COMMIT}"
 printf '%-34s %9s %12s %12s %12s\n' what seconds throughput kiln/gzip kiln/tar+gz
 printf '%-34s %9.3f %12s\n' "gzip -6 (one process)" "$g" "$(mbps "$g")"
 printf '%-34s %9.3f %12s\n' "tar -c | gzip -6" "$tg" "$(mbps "$tg")"

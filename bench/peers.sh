@@ -34,6 +34,8 @@
 #   BUILDKIT_BIN  directory with buildkitd + buildctl for the standalone peer
 #   EXTRA_BUILD_ARGS  "--build-arg K=V ..." for every builder (kiln gets
 #                 --opt build-arg:K=V)
+#   KILN_COMMIT   printed with the results when KILN_BIN was built from another
+#                 commit than the checkout's HEAD
 # Everything listens on loopback only. Daemons and the registry that this
 # script started are stopped on exit through the kit's *-down.sh scripts.
 set -euo pipefail
@@ -283,7 +285,7 @@ fmt() { awk -v m="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.3f (%.3f–%.3f)", 
 
 echo
 echo "kiln against peers: $(basename "$DF"), median (min–max) wall seconds of $RUNS runs"
-echo "$(date -u +%FT%TZ), $(uname -r), $(nproc) cores, kiln $("$KILN_BIN" --version | awk '{print $NF}'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "$(date -u +%FT%TZ), $(uname -r), $(nproc) cores, kiln $("$KILN_BIN" --version | awk '{print $NF}'), checkout $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')${KILN_COMMIT:+, kiln built from $KILN_COMMIT}"
 printf '\n%-22s %-8s %28s\n' builder scenario "median (min–max) s"
 for mode in "${KMODES[@]}"; do
   for sc in cold cold-fe warm changed; do

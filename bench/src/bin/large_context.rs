@@ -11,7 +11,9 @@
 //!   sees it;
 //! - a bare walk of the context: `read_dir` on every directory and an
 //!   `lstat` (`symlink_metadata`) of every entry, in this process;
-//! - `find DIR -printf ''` (a walk in a new process, which stats every entry).
+//! - `find DIR -printf '%s\n'` (the same walk in a new process; the `%s`
+//!   makes find lstat every entry) and `find DIR -printf ''` (which only
+//!   reads directories: find skips the lstat when nothing asks for it).
 //!
 //! It prints medians, the kiln/walk ratios and the peak RSS of the kiln
 //! process (`/usr/bin/time -v`, "Maximum resident set size") for the first
@@ -129,6 +131,20 @@ fn stat_walk(dir: &Path) -> u64 {
         }
     }
     n
+}
+
+/// Sorted wall times of `runs` runs of a command, its stdout discarded.
+fn time_runs(runs: usize, mk: impl Fn() -> Command) -> Vec<Duration> {
+    sorted(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let st = mk().stdout(Stdio::null()).status().expect("spawn find");
+                assert!(st.success(), "find failed");
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
 
 fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
@@ -269,9 +285,9 @@ fn run_case(kiln: &Path, base: &Path, files: usize, runs: usize) -> anyhow::Resu
             ..case.clone_paths()
         };
         copy_frontend_cache(&case.root, &fresh.root)?;
-        let el = fresh.build()?;
-        fs::remove_dir_all(&fresh.root).ok();
-        el
+        // left in place: deleting 100k files takes minutes on some disks;
+        // the whole scratch tree goes at the end unless --dir/--keep
+        fresh.build()?
     };
 
     let rebuild = sorted(
@@ -290,23 +306,18 @@ fn run_case(kiln: &Path, base: &Path, files: usize, runs: usize) -> anyhow::Resu
             })
             .collect(),
     );
-    let find = sorted(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                let st = Command::new("find")
-                    .arg(&case.ctx)
-                    .args(["-printf", ""])
-                    .status()
-                    .expect("find");
-                assert!(st.success(), "find failed");
-                t.elapsed()
-            })
-            .collect(),
-    );
+    let find_cmd = |fmt: &str| {
+        let mut c = Command::new("find");
+        c.arg(&case.ctx).args(["-printf", fmt]);
+        c
+    };
+    // `%s` needs an lstat of every entry; with an empty format find only
+    // reads directories (it stats nothing but the directories it enters).
+    let find_stat = time_runs(runs, || find_cmd("%s\n"));
+    let find_readdir = time_runs(runs, || find_cmd(""));
 
     let r = median(&rebuild);
-    let line = |what: &str, value: String| println!("  {what:<44} {value}");
+    let line = |what: &str, value: String| println!("  {what:<50} {value}");
     println!(
         "context: {files} files in {} dirs ({entries} entries; written in {})",
         files.div_ceil(PER_DIR),
@@ -319,8 +330,20 @@ fn run_case(kiln: &Path, base: &Path, files: usize, runs: usize) -> anyhow::Resu
         format!("{}   kiln/walk {}", range(&walk), ratio(r, median(&walk))),
     );
     line(
-        "find DIR -printf '' (new process)",
-        format!("{}   kiln/find {}", range(&find), ratio(r, median(&find))),
+        "find DIR -printf '%s\\n' (lstat all, new process)",
+        format!(
+            "{}   kiln/find {}",
+            range(&find_stat),
+            ratio(r, median(&find_stat))
+        ),
+    );
+    line(
+        "find DIR -printf '' (readdir only, new process)",
+        format!(
+            "{}   kiln/find {}",
+            range(&find_readdir),
+            ratio(r, median(&find_readdir))
+        ),
     );
     line("peak RSS of kiln, first build", mib(first_rss));
     line("peak RSS of kiln, no-change rebuild", mib(rebuild_rss));
