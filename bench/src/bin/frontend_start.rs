@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use kiln::frontend::{FrontendLimits, FrontendRuntime};
-use kiln_bench::{median, ms, sample};
+use kiln_bench::{NullBridge, median, ms, sample};
 
 fn main() -> anyhow::Result<()> {
     let wasm = match std::env::args().nth(1) {
@@ -72,48 +72,4 @@ fn main() -> anyhow::Result<()> {
     );
     println!("  disk cache + first build   {}", ms(start_to_first_call));
     Ok(())
-}
-
-struct NullBridge;
-
-impl kiln::frontend::Bridge for NullBridge {
-    fn solve(&mut self, _: Vec<u8>, _: bool) -> Result<String, kiln::frontend::FrontendError> {
-        Err(kiln::frontend::FrontendError::new(
-            "no engine in this benchmark",
-        ))
-    }
-    fn read_file(
-        &mut self,
-        _: &str,
-        _: &str,
-        _: u64,
-        _: Option<u64>,
-    ) -> Result<Vec<u8>, kiln::frontend::FrontendError> {
-        Err(kiln::frontend::FrontendError::new("no engine"))
-    }
-    fn read_dir(
-        &mut self,
-        _: &str,
-        _: &str,
-        _: Option<&str>,
-    ) -> Result<Vec<kiln::frontend::FileStat>, kiln::frontend::FrontendError> {
-        Ok(Vec::new())
-    }
-    fn stat_file(
-        &mut self,
-        _: &str,
-        _: &str,
-    ) -> Result<kiln::frontend::FileStat, kiln::frontend::FrontendError> {
-        Err(kiln::frontend::FrontendError::new("no engine"))
-    }
-    fn resolve_image_config(
-        &mut self,
-        _: &str,
-        _: Option<(&str, &str, Option<&str>)>,
-        _: &str,
-    ) -> Result<kiln::frontend::ImageConfig, kiln::frontend::FrontendError> {
-        Err(kiln::frontend::FrontendError::new("no registry"))
-    }
-    fn warn(&mut self, _: kiln::frontend::Warning) {}
-    fn log(&mut self, _: &str) {}
 }
