@@ -21,7 +21,7 @@ use kiln_runtime::executor::{
 };
 use kiln_store::Active;
 
-use super::{OpCtx, Ref, Worker, blocking, explain, input_key_parts, remember};
+use super::{OpCtx, Ref, Worker, blocking, explain, inputs_key, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::records::KeyParts;
@@ -97,17 +97,7 @@ impl Op<Ref> for ExecOpImpl {
         _cx: &'a OpContext,
         inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<CacheKey>> {
-        Box::pin(async move {
-            let mut b = self.ctx.key_builder("exec");
-            let mut parts = self.ctx.parts();
-            input_key_parts(&mut parts, &mut b, inputs);
-            let key = b.finish();
-            *self.parts.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyParts {
-                key: key.as_str().into(),
-                parts,
-            });
-            Ok(key)
-        })
+        Box::pin(async move { Ok(inputs_key(&self.ctx, "exec", inputs, &self.parts)) })
     }
 
     fn execute<'a>(

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use kiln_llb::pb;
 
-use super::{OpCtx, Ref, blocking, explain, input_key_parts, remember};
+use super::{OpCtx, Ref, blocking, explain, inputs_key, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::records::KeyParts;
@@ -56,17 +56,7 @@ impl Op<Ref> for MergeOp {
         _cx: &'a OpContext,
         inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<CacheKey>> {
-        Box::pin(async move {
-            let mut b = self.ctx.key_builder("merge");
-            let mut parts = self.ctx.parts();
-            input_key_parts(&mut parts, &mut b, inputs);
-            let key = b.finish();
-            *self.parts.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyParts {
-                key: key.as_str().into(),
-                parts,
-            });
-            Ok(key)
-        })
+        Box::pin(async move { Ok(inputs_key(&self.ctx, "merge", inputs, &self.parts)) })
     }
 
     fn execute<'a>(

@@ -462,6 +462,26 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .context("a blocking task panicked")?
 }
 
+/// The key of an op identified by its kind, its own definition (in `ctx`)
+/// and its inputs' keys (merge, diff, exec); the parts are kept in `slot`
+/// for `--explain-cache`.
+pub(crate) fn inputs_key(
+    ctx: &OpCtx,
+    kind: &str,
+    inputs: &[Input<Ref>],
+    slot: &Mutex<Option<KeyParts>>,
+) -> CacheKey {
+    let mut b = ctx.key_builder(kind);
+    let mut parts = ctx.parts();
+    input_key_parts(&mut parts, &mut b, inputs);
+    let key = b.finish();
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyParts {
+        key: key.as_str().into(),
+        parts,
+    });
+    key
+}
+
 /// Key parts common to ops keyed on their inputs' keys.
 pub(crate) fn input_key_parts(
     parts: &mut Vec<(String, String)>,
