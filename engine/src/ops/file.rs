@@ -349,9 +349,13 @@ fn run_actions(
         }
         let last = trees.pop().context("file op has no actions")?;
         match last {
-            Tree::Dir(d, parent) => {
-                Ok(Some(worker.snapshots.create_from_dir(&d, parent.as_ref())?))
-            }
+            // The tree is a scratch dir of this op: what it adds is moved
+            // into the new snapshot, not copied.
+            Tree::Dir(d, parent) => Ok(Some(
+                worker
+                    .snapshots
+                    .create_from_dir_consuming(&d, parent.as_ref())?,
+            )),
             Tree::Taken => Err(anyhow!("action result already consumed")),
         }
     })();

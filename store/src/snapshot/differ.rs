@@ -18,12 +18,28 @@ use crate::fsutil::{self, Attrs, Copier};
 /// all of those match).
 pub fn diff_trees(lower: &Path, upper: &Path, out: &Path) -> Result<()> {
     let mut copier = Copier::new();
-    diff_dir(lower, upper, out, &mut copier)?;
+    diff_dir(lower, upper, out, &mut copier, false)?;
+    copier.finish()
+}
+
+/// [`diff_trees`] for an `upper` that the caller gives away: entries that
+/// are new or changed are moved into `out` (one rename for a whole new
+/// subtree) instead of copied. `upper` must be on the same filesystem as
+/// `out` and is left incomplete.
+pub fn diff_trees_consuming(lower: &Path, upper: &Path, out: &Path) -> Result<()> {
+    let mut copier = Copier::new();
+    diff_dir(lower, upper, out, &mut copier, true)?;
     copier.finish()
 }
 
 /// Returns whether anything was written below `out`.
-fn diff_dir(lower: &Path, upper: &Path, out: &Path, copier: &mut Copier) -> Result<bool> {
+fn diff_dir(
+    lower: &Path,
+    upper: &Path,
+    out: &Path,
+    copier: &mut Copier,
+    consume: bool,
+) -> Result<bool> {
     let mut changed = false;
     let up_names = fsutil::sorted_children(upper)?;
     let low_names: BTreeSet<OsString> = fsutil::sorted_children(lower)?.into_iter().collect();
@@ -44,7 +60,7 @@ fn diff_dir(lower: &Path, upper: &Path, out: &Path, copier: &mut Copier) -> Resu
         match lm {
             Some(lm) if um.is_dir() && lm.is_dir() => {
                 fs::create_dir(&o).map_err(Error::io("create dir"))?;
-                let sub = diff_dir(&lower.join(name), &u, &o, copier)?;
+                let sub = diff_dir(&lower.join(name), &u, &o, copier, consume)?;
                 if sub || !same_dir(&um, &lm) {
                     copier.set_attrs_dir(&o, &Attrs::of(&um))?;
                     changed = true;
@@ -53,6 +69,10 @@ fn diff_dir(lower: &Path, upper: &Path, out: &Path, copier: &mut Copier) -> Resu
                 }
             }
             Some(lm) if same_entry(&u, &um, &lower.join(name), &lm)? => {}
+            _ if consume => {
+                fs::rename(&u, &o).map_err(Error::io("move into diff"))?;
+                changed = true;
+            }
             _ => {
                 copier.copy_tree(&u, &o)?;
                 changed = true;

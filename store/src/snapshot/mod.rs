@@ -426,6 +426,32 @@ impl SnapshotStore {
         r
     }
 
+    /// [`SnapshotStore::create_from_dir`] for a `dir` the caller gives away
+    /// (on the store's filesystem, e.g. from [`SnapshotStore::scratch_dir`]):
+    /// what changed is moved into the new diff instead of copied, and `dir`
+    /// is left incomplete.
+    pub fn create_from_dir_consuming(
+        &self,
+        dir: &Path,
+        parent: Option<&SnapshotId>,
+    ) -> Result<SnapshotId> {
+        let Some(parent) = parent else {
+            return self.commit_diff_dir_move(dir, None);
+        };
+        let lower = self.view(parent)?;
+        let tmp = self.new_tmp("dir-")?;
+        let r = (|| {
+            let out = tmp.join("diff");
+            fs::create_dir(&out).map_err(Error::io("create diff dir"))?;
+            differ::diff_trees_consuming(&lower, dir, &out)?;
+            self.publish(&tmp, Some(parent))
+        })();
+        if r.is_err() {
+            let _ = fsutil::remove_all(&tmp);
+        }
+        r
+    }
+
     /// Commit a directory that kiln may consume (rename, not copy) as the
     /// diff of a new snapshot: e.g. a layer just unpacked into a dir from
     /// [`SnapshotStore::scratch_dir`]. It must be on the store's filesystem.
