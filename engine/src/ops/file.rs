@@ -490,28 +490,10 @@ fn mkdir(
             bail!("parent directory of {} does not exist", m.path);
         }
         // Create missing parents one by one, each resolved inside the root.
-        let rel = fsutil::rel_string(root, parent);
-        let mut cur = String::new();
-        for c in rel.split('/').filter(|c| !c.is_empty()) {
-            cur = if cur.is_empty() {
-                c.to_owned()
-            } else {
-                format!("{cur}/{c}")
-            };
-            let p = fsutil::resolve(root, &cur, true)?;
-            match std::fs::symlink_metadata(&p) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => bail!("{cur} exists and is not a directory"),
-                Err(_) => {
-                    fs_err::create_dir(&p)?;
-                    fs_err::set_permissions(
-                        &p,
-                        std::fs::Permissions::from_mode(perm(m.mode, 0o755)),
-                    )?;
-                    apply_meta(&p, owner, m.timestamp)?;
-                }
-            }
-        }
+        create_parents(root, parent, |p| {
+            fs_err::set_permissions(p, std::fs::Permissions::from_mode(perm(m.mode, 0o755)))?;
+            apply_meta(p, owner, m.timestamp)
+        })?;
     }
     fs_err::create_dir(&target)?;
     fs_err::set_permissions(
@@ -810,14 +792,14 @@ fn copy(
     Ok(())
 }
 
-/// Creates `dir` (already resolved inside `root`) and missing parents.
-fn ensure_dir(root: &Path, dir: &Path, create: bool, opts: &CopyOpts) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if !create {
-        bail!("destination directory does not exist");
-    }
+/// Creates `dir` (already resolved inside `root`) and its missing parents,
+/// one component at a time, each resolved inside `root` so a symlink on the
+/// way cannot lead out; `init` sets up each directory it creates.
+fn create_parents(
+    root: &Path,
+    dir: &Path,
+    mut init: impl FnMut(&Path) -> Result<()>,
+) -> Result<()> {
     let rel = fsutil::rel_string(root, dir);
     let mut cur = String::new();
     for c in rel.split('/').filter(|c| !c.is_empty()) {
@@ -832,14 +814,28 @@ fn ensure_dir(root: &Path, dir: &Path, create: bool, opts: &CopyOpts) -> Result<
             Ok(_) => bail!("{cur} exists and is not a directory"),
             Err(_) => {
                 fs_err::create_dir(&p)?;
-                fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-                if let Some((u, g)) = opts.owner {
-                    fsutil::lchown(&p, u, g)?;
-                }
+                init(&p)?;
             }
         }
     }
     Ok(())
+}
+
+/// Creates `dir` (already resolved inside `root`) and missing parents.
+fn ensure_dir(root: &Path, dir: &Path, create: bool, opts: &CopyOpts) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if !create {
+        bail!("destination directory does not exist");
+    }
+    create_parents(root, dir, |p| {
+        fs_err::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+        if let Some((u, g)) = opts.owner {
+            fsutil::lchown(p, u, g)?;
+        }
+        Ok(())
+    })
 }
 
 fn finish_entry(p: &Path, md: &std::fs::Metadata, opts: &CopyOpts) -> Result<()> {
