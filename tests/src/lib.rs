@@ -132,45 +132,18 @@ pub fn testguest_wasm() -> PathBuf {
 /// An OCI layout (tag `1`) whose single layer holds `../` paths, an absolute path, a
 /// symlink to /tmp written through, and a hardlink to /etc/passwd.
 pub fn hostile_oci_layout(dir: &Path, marker: &str) -> (PathBuf, String) {
-    fn header(name: &str, size: usize, kind: u8, link: &str) -> Vec<u8> {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = kind;
-        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        h.to_vec()
-    }
-    let body = b"NOT ON THE HOST\n";
-    let mut block = vec![0u8; 512];
-    block[..body.len()].copy_from_slice(body);
-    let mut t = Vec::new();
-    for (name, kind, link) in [
-        (
-            format!("../../../../../../tmp/{marker}-dotdot"),
-            b'0',
-            String::new(),
-        ),
-        (format!("/tmp/{marker}-abs"), b'0', String::new()),
-        ("tmplink".to_string(), b'2', "/tmp".to_string()),
-        (format!("tmplink/{marker}-link"), b'0', String::new()),
-        (format!("{marker}-hard"), b'1', "/etc/passwd".to_string()),
-    ] {
-        let size = if kind == b'0' { body.len() } else { 0 };
-        t.extend(header(&name, size, kind, &link));
-        if kind == b'0' {
-            t.extend(&block);
-        }
-    }
-    t.extend(vec![0u8; 1024]);
+    let body: &[u8] = b"NOT ON THE HOST\n";
+    let dotdot = format!("../../../../../../tmp/{marker}-dotdot");
+    let abs = format!("/tmp/{marker}-abs");
+    let through = format!("tmplink/{marker}-link");
+    let hard = format!("{marker}-hard");
+    let t = raw_tar(&[
+        (&dotdot, b'0', "", body),
+        (&abs, b'0', "", body),
+        ("tmplink", b'2', "/tmp", b""),
+        (&through, b'0', "", body),
+        (&hard, b'1', "/etc/passwd", b""),
+    ]);
     use sha2::Digest as _;
     let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
     let layout = dir.join("layout");
@@ -204,4 +177,33 @@ pub fn hostile_oci_layout(dir: &Path, marker: &str) -> (PathBuf, String) {
     )
     .unwrap();
     (layout, format!("sha256:{md}"))
+}
+
+/// A ustar archive written byte by byte, entries exactly as given (names
+/// with `..` or a leading `/`, links anywhere): `(name, type flag, link
+/// target, content)`. Archive libraries refuse to write such entries, which is
+/// why the hostile-input tests need this.
+pub fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (name, kind, link, data) in entries {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = *kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        t.extend_from_slice(&h);
+        t.extend_from_slice(data);
+        t.resize(t.len().div_ceil(512) * 512, 0);
+    }
+    t.extend_from_slice(&[0u8; 1024]);
+    t
 }

@@ -480,41 +480,11 @@ fn path_escapes_are_refused() {
 /// A tar with `../../../../../../tmp/escaped.txt` and a symlink to `/tmp`
 /// followed by a write through it.
 fn evil_tar() -> Vec<u8> {
-    fn header(name: &str, size: usize, kind: u8, link: &str) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        let s = format!("{size:011o}");
-        h[124..135].copy_from_slice(s.as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = kind;
-        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        let c = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(c.as_bytes());
-        h
-    }
-    let body = b"escaped\n";
-    let mut t = Vec::new();
-    t.extend_from_slice(&header(
-        "../../../../../../tmp/escaped.txt",
-        body.len(),
-        b'0',
-        "",
-    ));
-    let mut block = [0u8; 512];
-    block[..body.len()].copy_from_slice(body);
-    t.extend_from_slice(&block);
-    t.extend_from_slice(&header("tmplink", 0, b'2', "/tmp"));
-    t.extend_from_slice(&header("tmplink/escaped.txt", body.len(), b'0', ""));
-    t.extend_from_slice(&block);
-    t.extend_from_slice(&[0u8; 1024]);
-    t
+    kiln_e2e::raw_tar(&[
+        ("../../../../../../tmp/escaped.txt", b'0', "", b"escaped\n"),
+        ("tmplink", b'2', "/tmp", b""),
+        ("tmplink/escaped.txt", b'0', "", b"escaped\n"),
+    ])
 }
 
 #[test]
