@@ -266,7 +266,16 @@ impl Engine {
             });
         }
         let graph = Graph::new(specs, head.as_str(), head_index)?;
-        let cache = Arc::new(RecordCache::new(self.worker.clone()));
+        if !session.cache_imports.is_empty() {
+            let progress = session.progress.clone();
+            session
+                .cache
+                .load_imports(&self.worker, &session.cache_imports, &move |m| {
+                    progress.message(m)
+                })
+                .await;
+        }
+        let cache = Arc::new(RecordCache::new(self.worker.clone(), session.cache.clone()));
         let progress = Arc::new(session.progress.clone());
         let opts = SolveOptions {
             no_cache: session.no_cache,
@@ -279,10 +288,56 @@ impl Engine {
         // Usage bookkeeping only; a failure here must not fail the build.
         let _ = cache.flush();
         let (key, r) = result.map_err(SolveError::from_failure)?;
+        // The result is read or exported next: an imported one is unpacked
+        // now, and imported records that were unpacked become local ones.
+        let r = crate::cache::materialize(&self.worker, &session.cache, &r)
+            .await
+            .map_err(|e| SolveError::Vertex {
+                digest: head.as_str().to_owned(),
+                name: "importing the cached result".into(),
+                error: Arc::new(e),
+            })?;
+        crate::cache::keep_materialized(&self.worker, &session.cache);
         Ok(SolvedRef {
             snapshot: r.0,
             cache_key: key,
         })
+    }
+
+    /// Exports the cache of what this session solved for `r` (`--export-cache`
+    /// of type `local` or `registry`). Returns metadata (the cache manifest
+    /// digest, record and blob counts).
+    pub async fn export_cache(
+        &self,
+        r: Option<&SolvedRef>,
+        spec: &crate::cache::CacheSpec,
+        session: Arc<Session>,
+    ) -> Result<BTreeMap<String, String>> {
+        crate::cache::export_cache(
+            &self.worker,
+            session.cache.clone(),
+            r.and_then(|r| r.snapshot.clone()),
+            spec,
+        )
+        .await
+    }
+
+    /// The cache document to embed into an image exported with
+    /// `image_attrs` (`--export-cache type=inline`): pass it to the image
+    /// export as the attribute [`crate::cache::INLINE_ATTR`].
+    pub async fn inline_cache(
+        &self,
+        r: Option<&SolvedRef>,
+        image_attrs: &BTreeMap<String, String>,
+        session: Arc<Session>,
+    ) -> Result<String> {
+        crate::cache::inline_cache(
+            &self.worker,
+            session.cache.clone(),
+            r.and_then(|r| r.snapshot.clone()),
+            image_attrs,
+        )
+        .await
     }
 
     fn tree(&self, r: &SolvedRef) -> Result<PathBuf> {

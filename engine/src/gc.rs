@@ -78,6 +78,8 @@ pub(crate) fn du(worker: &Worker) -> Result<Vec<UsageRecord>> {
 
 pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRecord>> {
     let records = du(worker)?;
+    // What live sessions (in any process) hold is never removed.
+    let held = crate::lease::Leases::live(&worker.dir.join("leases"));
     let mut remove: BTreeSet<String> = BTreeSet::new();
     let t = now();
     let mut kept_bytes = 0u64;
@@ -88,7 +90,11 @@ pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRec
             None => opts.keep_bytes.is_none(),
         };
         let over = opts.keep_bytes.is_some_and(|k| kept_bytes + r.size > k);
-        if opts.all || old || over {
+        let in_use = r
+            .snapshots
+            .iter()
+            .any(|s| s.parse::<SnapshotId>().is_ok_and(|s| held.contains(&s)));
+        if !in_use && (opts.all || old || over) {
             remove.insert(r.id.clone());
         } else {
             kept_bytes += r.size;
@@ -101,7 +107,7 @@ pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRec
             removed.push(r.clone());
         }
     }
-    sweep(worker)?;
+    sweep(worker, &held)?;
     clean_temp(worker, Duration::from_secs(3600));
     if opts.all {
         let dir = worker.dir.join("cachemounts");
@@ -148,8 +154,13 @@ pub(crate) fn clean_temp(worker: &Worker, age: Duration) {
 }
 
 /// Removes snapshots that no record reaches, children first.
-fn sweep(worker: &Worker) -> Result<()> {
+fn sweep(worker: &Worker, held: &BTreeSet<SnapshotId>) -> Result<()> {
     let mut live: BTreeSet<SnapshotId> = BTreeSet::new();
+    for id in held {
+        if let Ok(chain) = worker.snapshots.chain(id) {
+            live.extend(chain);
+        }
+    }
     for (_, r) in worker.records.all()? {
         for id in r.outputs.iter().flatten() {
             if let Ok(sid) = id.parse::<SnapshotId>()

@@ -35,11 +35,13 @@
 //! with kiln-store and kiln-runtime), `progress`, `session`, and the
 //! [`Engine`] API with export and `du`/`prune`.
 
+pub mod cache;
 pub mod cachekey;
 mod engine;
 mod export;
 pub mod fsutil;
 pub mod gc;
+mod lease;
 pub mod ops;
 pub mod patterns;
 pub mod progress;

@@ -47,6 +47,13 @@ pub struct Record {
     /// Description of the vertex that made it.
     #[serde(default)]
     pub description: String,
+    /// Record type: `regular`, `source.local`, `source.git.checkout`, …
+    #[serde(default = "regular")]
+    pub kind: String,
+}
+
+fn regular() -> String {
+    "regular".to_owned()
 }
 
 /// The parts a key was built from, kept to explain a later miss.
@@ -193,6 +200,7 @@ impl Records {
         key: &CacheKey,
         outputs: Vec<Option<String>>,
         description: &str,
+        kind: &str,
     ) -> Result<()> {
         let t = now();
         let r = Record {
@@ -201,6 +209,7 @@ impl Records {
             last_used: t,
             usage_count: 1,
             description: description.to_owned(),
+            kind: kind.to_owned(),
         };
         self.put(CACHE, key.as_str(), &serde_json::to_vec(&r)?)
     }
@@ -291,7 +300,8 @@ mod tests {
         let b = Records::open(&p).unwrap();
         let k = KeyBuilder::new("t").str("x").finish();
         assert!(a.load(&k).unwrap().is_none());
-        a.save(&k, vec![Some("s1".into()), None], "desc").unwrap();
+        a.save(&k, vec![Some("s1".into()), None], "desc", "regular")
+            .unwrap();
         b.touch(std::slice::from_ref(&k)).unwrap();
         let r = b.load(&k).unwrap().unwrap();
         assert_eq!(r.outputs, vec![Some("s1".into()), None]);

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use tokio_util::sync::CancellationToken;
 
+use crate::cache::{CacheSpec, SessionState};
 use crate::progress::Progress;
 
 /// A client session. Secrets stay in memory: they are never written to a
@@ -29,6 +31,11 @@ pub struct Session {
     pub progress: Progress,
     /// Cancels every solve of this session.
     pub cancel: CancellationToken,
+    /// `--import-cache` sources, read at the session's first solve.
+    pub cache_imports: Vec<CacheSpec>,
+    /// What the session's solves used (for `--export-cache`) and the lazy
+    /// results of its imports.
+    pub cache: Arc<SessionState>,
 }
 
 impl Session {
@@ -50,6 +57,7 @@ impl fmt::Debug for Session {
             .field("oci_layouts", &self.oci_layouts)
             .field("no_cache", &self.no_cache)
             .field("explain_cache", &self.explain_cache)
+            .field("cache_imports", &self.cache_imports)
             .finish_non_exhaustive()
     }
 }

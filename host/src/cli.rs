@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::control::{Controller, OutputSpec, SolveRequest};
 use crate::frontend::FrontendLimits;
+use kiln_engine::cache::CacheSpec;
 
 /// kiln builds container images from Dockerfiles, buildpacks apps or any
 /// LLB, with frontends that are WebAssembly components.
@@ -481,12 +482,16 @@ fn dump_llb(file: Option<PathBuf>, dot: bool) -> anyhow::Result<()> {
 }
 
 fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::Result<()> {
-    if !a.export_cache.is_empty() || !a.import_cache.is_empty() {
-        bail!(
-            "--export-cache and --import-cache are not supported by this kiln yet; the local \
-             cache under --root is always used"
-        );
-    }
+    let export_cache = a
+        .export_cache
+        .iter()
+        .map(|s| CacheSpec::parse(s).with_context(|| format!("--export-cache {s}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let import_cache = a
+        .import_cache
+        .iter()
+        .map(|s| CacheSpec::parse(s).with_context(|| format!("--import-cache {s}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut frontend_opts = BTreeMap::new();
     for o in &a.opts {
         let (k, v) = o.split_once('=').unwrap_or((o.as_str(), ""));
@@ -568,6 +573,8 @@ fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::R
         explain_cache: a.explain_cache,
         progress,
         limits,
+        export_cache,
+        import_cache,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

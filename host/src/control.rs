@@ -16,6 +16,7 @@ use crate::frontend::{
     Bridge, BuildOutput, FileStat, FrontendError, FrontendLimits, FrontendRuntime, ImageConfig,
     Warning,
 };
+use kiln_engine::cache::CacheSpec;
 use kiln_engine::{Engine, EngineConfig, Progress, ProgressMode, Session, SolvedRef};
 
 /// One `--output`: its type and attributes.
@@ -54,6 +55,10 @@ pub struct SolveRequest {
     pub progress: String,
     /// Frontend limits.
     pub limits: FrontendLimits,
+    /// `--export-cache` entries.
+    pub export_cache: Vec<CacheSpec>,
+    /// `--import-cache` entries.
+    pub import_cache: Vec<CacheSpec>,
 }
 
 /// The embedded controller: one engine and one frontend runtime.
@@ -107,6 +112,7 @@ impl Controller {
         session.oci_layouts = req.oci_layouts.clone();
         session.no_cache = req.no_cache;
         session.explain_cache = req.explain_cache;
+        session.cache_imports = req.import_cache.clone();
         let session = Arc::new(session);
 
         let (definition, image_config) = match &req.frontend {
@@ -149,7 +155,19 @@ impl Controller {
                 });
             }
         };
+        let inline = req.export_cache.iter().any(|c| c.kind == "inline");
         for o in outputs {
+            let mut o = o.clone();
+            if inline && matches!(o.kind.as_str(), "image" | "oci" | "docker") {
+                let doc = self
+                    .engine
+                    .inline_cache(Some(&solved), &o.attrs, session.clone())
+                    .await
+                    .context("building the inline cache")?;
+                o.attrs
+                    .insert(kiln_engine::cache::INLINE_ATTR.to_owned(), doc);
+            }
+            let o = &o;
             if o.kind == "image" {
                 self.push_image(&solved, image_config.as_deref(), &o.attrs, session.clone())
                     .await
@@ -166,6 +184,30 @@ impl Controller {
                 )
                 .await
                 .with_context(|| format!("exporting type={}", o.kind))?;
+        }
+        for spec in req.export_cache.iter().filter(|c| c.kind != "inline") {
+            match self
+                .engine
+                .export_cache(Some(&solved), spec, session.clone())
+                .await
+            {
+                Ok(meta) => session.progress.message(&format!(
+                    "exported cache type={}: {} records, {} blobs, manifest {}",
+                    spec.kind,
+                    meta.get("cache.records").map(String::as_str).unwrap_or("?"),
+                    meta.get("cache.blobs").map(String::as_str).unwrap_or("?"),
+                    meta.get("cache.manifest.digest")
+                        .map(String::as_str)
+                        .unwrap_or("?"),
+                )),
+                Err(e) if spec.ignore_error() => session.progress.message(&format!(
+                    "warning: exporting cache type={} failed (ignore-error=true): {e:#}",
+                    spec.kind
+                )),
+                Err(e) => {
+                    return Err(e.context(format!("exporting cache type={}", spec.kind)));
+                }
+            }
         }
         Ok(())
     }

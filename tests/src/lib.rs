@@ -46,6 +46,24 @@ pub fn conformance_dir() -> PathBuf {
     }
 }
 
+/// The vertexes of a `--progress=rawjson` stream: digest → (name, cached).
+pub fn rawjson_vertexes(stderr: &[u8]) -> std::collections::BTreeMap<String, (String, bool)> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(stderr).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for vx in v["vertexes"].as_array().into_iter().flatten() {
+            let d = vx["digest"].as_str().unwrap_or_default().to_string();
+            let name = vx["name"].as_str().unwrap_or_default().to_string();
+            let cached = vx["cached"].as_bool().unwrap_or(false);
+            let e: &mut (String, bool) = out.entry(d).or_insert((name, cached));
+            e.1 |= cached;
+        }
+    }
+    out
+}
+
 /// A `kiln` command with a private state dir.
 pub fn kiln(root: &Path) -> Command {
     let mut c = Command::new(kiln_bin());

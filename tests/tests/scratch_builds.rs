@@ -232,22 +232,8 @@ fn oci_and_docker_exports_are_accepted_by_skopeo_and_umoci() {
     );
 }
 
-/// The vertexes of a rawjson progress stream: digest → (name, cached).
 fn vertexes(stderr: &[u8]) -> BTreeMap<String, (String, bool)> {
-    let mut out: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(stderr).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for vx in v["vertexes"].as_array().into_iter().flatten() {
-            let d = vx["digest"].as_str().unwrap_or_default().to_string();
-            let name = vx["name"].as_str().unwrap_or_default().to_string();
-            let cached = vx["cached"].as_bool().unwrap_or(false);
-            let e = out.entry(d).or_insert((name, cached));
-            e.1 |= cached;
-        }
-    }
-    out
+    kiln_e2e::rawjson_vertexes(stderr)
 }
 
 #[test]

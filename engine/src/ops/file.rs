@@ -164,7 +164,13 @@ impl Op<Ref> for FileOp {
                             }
                         }
                         let worker = self.ctx.worker.clone();
-                        let r = inp.result.clone();
+                        // An imported result is unpacked to read its content.
+                        let r = crate::cache::materialize(
+                            &worker,
+                            &self.ctx.session.cache,
+                            &inp.result,
+                        )
+                        .await?;
                         let sums = blocking(move || {
                             paths
                                 .into_iter()

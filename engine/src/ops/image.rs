@@ -245,7 +245,7 @@ fn parse_fact(s: &str) -> Option<Resolved> {
 }
 
 /// Unpacks layers into a chain, reusing chain prefixes unpacked before.
-fn unpack_chain(
+pub(crate) fn unpack_chain(
     worker: &Worker,
     layers: &[Digest],
     diff_ids: &[Digest],

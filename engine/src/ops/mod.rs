@@ -24,13 +24,15 @@ use kiln_llb::OpEntry;
 use kiln_llb::pb;
 use kiln_store::{ContentStore, SnapshotId, SnapshotStore};
 
+use crate::cache::{SessionState, TraceEntry, materialize};
 use crate::cachekey::{CacheKey, KeyBuilder};
 use crate::fsutil;
 use crate::records::{KeyParts, Records};
 use crate::session::Session;
-use crate::solver::{CacheStore, Input, Op};
+use crate::solver::{BoxFuture, CacheStore, Input, Op, OpContext};
 
 pub use exec::{Executor, RootfsMode};
+pub(crate) use image::unpack_chain;
 
 /// A solved result: a committed snapshot, or `None` for the empty
 /// filesystem.
@@ -53,6 +55,8 @@ pub struct Worker {
     pub rootfs_mode: RootfsMode,
     /// Pulls images.
     pub registry: Arc<kiln_runtime::registry::RegistryClient>,
+    /// Snapshots the sessions of this engine hold.
+    pub(crate) leases: Arc<crate::lease::Leases>,
     sums: Mutex<HashMap<SnapshotId, Arc<BTreeMap<String, String>>>>,
     local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -71,7 +75,9 @@ impl Worker {
         for d in ["sums", "tmp", "cachemounts"] {
             fs_err::create_dir_all(dir.join(d))?;
         }
+        let leases = Arc::new(crate::lease::Leases::new(&dir.join("leases"))?);
         Ok(Worker {
+            leases,
             snapshots,
             content,
             records,
@@ -217,22 +223,25 @@ impl Worker {
     }
 }
 
-/// Cache records backed by redb, checked against the snapshot store.
-/// Hits are counted in memory and written in one transaction by
-/// [`RecordCache::flush`] at the end of a solve.
+/// Cache records backed by redb, checked against the snapshot store, with
+/// the session's imported caches behind them. Hits are counted in memory
+/// and written in one transaction by [`RecordCache::flush`] at the end of a
+/// solve; every hit and stored record goes to the session's trace.
 pub struct RecordCache {
     /// The worker.
     pub worker: Arc<Worker>,
     /// Keys hit during this solve.
     pub hits: Mutex<Vec<CacheKey>>,
+    state: Arc<SessionState>,
 }
 
 impl RecordCache {
-    /// A cache over the worker's records.
-    pub fn new(worker: Arc<Worker>) -> RecordCache {
+    /// A cache over the worker's records for one session.
+    pub fn new(worker: Arc<Worker>, state: Arc<SessionState>) -> RecordCache {
         RecordCache {
             worker,
             hits: Mutex::new(Vec::new()),
+            state,
         }
     }
 
@@ -241,15 +250,13 @@ impl RecordCache {
         let keys = std::mem::take(&mut *self.hits.lock().unwrap_or_else(|p| p.into_inner()));
         self.worker.records.touch(&keys)
     }
-}
 
-impl CacheStore<Ref> for RecordCache {
-    fn load(&self, key: &CacheKey) -> Result<Option<Vec<Ref>>> {
+    fn load_local(&self, key: &CacheKey) -> Result<Option<Vec<Ref>>> {
         let Some(rec) = self.worker.records.load(key)? else {
             return Ok(None);
         };
         let mut out = Vec::new();
-        for o in rec.outputs {
+        for o in &rec.outputs {
             match o {
                 None => out.push(Ref(None)),
                 Some(s) => {
@@ -264,24 +271,150 @@ impl CacheStore<Ref> for RecordCache {
                 }
             }
         }
+        self.state.hold(&self.worker, &out);
         self.hits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(key.clone());
+        self.state.record(TraceEntry {
+            key: key.clone(),
+            outputs: out.clone(),
+            kind: rec.kind,
+            description: rec.description,
+        });
         Ok(Some(out))
     }
 
-    fn save(&self, key: &CacheKey, results: &[Ref], description: &str) -> Result<()> {
+    fn load_imported(&self, key: &CacheKey) -> Result<Option<Vec<Ref>>> {
+        for imp in self.state.imports() {
+            let Some(&i) = imp.by_key.get(key.as_str()) else {
+                continue;
+            };
+            let rec = &imp.config.records[i];
+            let mut out = Vec::new();
+            for o in &rec.outputs {
+                out.push(self.state.lazy_ref(imp, *o)?);
+            }
+            self.state.record(TraceEntry {
+                key: key.clone(),
+                outputs: out.clone(),
+                kind: rec.kind.clone(),
+                description: rec.description.clone(),
+            });
+            return Ok(Some(out));
+        }
+        Ok(None)
+    }
+}
+
+impl CacheStore<Ref> for RecordCache {
+    fn load(&self, key: &CacheKey) -> Result<Option<Vec<Ref>>> {
+        match self.load_local(key)? {
+            Some(r) => Ok(Some(r)),
+            None => self.load_imported(key),
+        }
+    }
+
+    fn save(&self, key: &CacheKey, results: &[Ref], description: &str, kind: &str) -> Result<()> {
         let outputs = results
             .iter()
             .map(|r| r.0.as_ref().map(|id| id.as_str().to_owned()))
             .collect();
-        self.worker.records.save(key, outputs, description)
+        self.state.hold(&self.worker, results);
+        self.worker.records.save(key, outputs, description, kind)?;
+        self.state.record(TraceEntry {
+            key: key.clone(),
+            outputs: results.to_vec(),
+            kind: kind.to_owned(),
+            description: description.to_owned(),
+        });
+        Ok(())
     }
 }
 
-/// Builds the op for one definition entry.
+/// Every op as the solver sees it: the op's record type, and inputs made
+/// real (imported results unpacked) before it runs.
+struct Wrapped {
+    inner: Arc<dyn Op<Ref>>,
+    kind: &'static str,
+    worker: Arc<Worker>,
+    session: Arc<Session>,
+}
+
+impl Op<Ref> for Wrapped {
+    fn outputs(&self) -> usize {
+        self.inner.outputs()
+    }
+
+    fn cache_key<'a>(
+        &'a self,
+        cx: &'a OpContext,
+        inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, Result<CacheKey>> {
+        self.inner.cache_key(cx, inputs)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        cx: &'a OpContext,
+        inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, Result<Vec<Ref>>> {
+        Box::pin(async move {
+            let mut real = Vec::with_capacity(inputs.len());
+            for i in inputs {
+                real.push(Input {
+                    key: i.key.clone(),
+                    result: materialize(&self.worker, &self.session.cache, &i.result)
+                        .await
+                        .context("unpacking an imported cache result")?,
+                });
+            }
+            self.inner.execute(cx, &real).await
+        })
+    }
+
+    fn explain_miss<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, String> {
+        self.inner.explain_miss(key, inputs)
+    }
+
+    fn after_solve(&self, key: &CacheKey, inputs: &[Input<Ref>]) {
+        self.inner.after_solve(key, inputs)
+    }
+
+    fn kind(&self) -> &str {
+        self.kind
+    }
+}
+
+/// Builds the op for one definition entry (wrapped, see [`Wrapped`]).
 pub fn build_op(
+    worker: &Arc<Worker>,
+    session: &Arc<Session>,
+    entry: &OpEntry,
+    name: &str,
+) -> std::result::Result<(Arc<dyn Op<Ref>>, usize), String> {
+    let (inner, outputs) = build_inner(worker, session, entry, name)?;
+    let kind = match &entry.op.op {
+        Some(pb::op::Op::Source(src)) if src.identifier.starts_with("local://") => "source.local",
+        Some(pb::op::Op::Source(src)) if src.identifier.starts_with("git://") => {
+            "source.git.checkout"
+        }
+        _ => "regular",
+    };
+    let op = Wrapped {
+        inner,
+        kind,
+        worker: worker.clone(),
+        session: session.clone(),
+    };
+    Ok((Arc::new(op), outputs))
+}
+
+fn build_inner(
     worker: &Arc<Worker>,
     session: &Arc<Session>,
     entry: &OpEntry,

@@ -90,6 +90,11 @@ pub trait Op<R>: Send + Sync {
     /// Called after a result is stored (hit or run), e.g. to remember what an
     /// explanation needs next time.
     fn after_solve(&self, _key: &CacheKey, _inputs: &[Input<R>]) {}
+    /// The record type its results are stored under (`regular`,
+    /// `source.local`, …), for `du`, `prune --filter` and cache export.
+    fn kind(&self) -> &str {
+        "regular"
+    }
 }
 
 /// Persists results by cache key. Lookups return `None` for a key without a
@@ -98,8 +103,14 @@ pub trait CacheStore<R>: Send + Sync {
     /// Looks up a record.
     fn load(&self, key: &CacheKey) -> anyhow::Result<Option<Vec<R>>>;
     /// Stores a record (replacing an older one); `description` names the
-    /// vertex that produced it.
-    fn save(&self, key: &CacheKey, results: &[R], description: &str) -> anyhow::Result<()>;
+    /// vertex that produced it and `kind` is its record type ([`Op::kind`]).
+    fn save(
+        &self,
+        key: &CacheKey,
+        results: &[R],
+        description: &str,
+        kind: &str,
+    ) -> anyhow::Result<()>;
 }
 
 /// Identity of a vertex for progress reporting.
@@ -370,7 +381,10 @@ impl<R: Clone + Send + Sync + 'static> Node<R> {
                 return Err(self.fail(&env, e));
             }
         };
-        if let Err(e) = env.cache.save(&key, &results, &self.info.name) {
+        if let Err(e) = env
+            .cache
+            .save(&key, &results, &self.info.name, self.op.kind())
+        {
             env.progress
                 .completed(&self.info, started, Some(&format!("{e:#}")));
             return Err(self.fail(&env, e.context("saving the cache record")));

@@ -11,7 +11,7 @@ impl CacheStore<u64> for MemCache {
     fn load(&self, key: &CacheKey) -> anyhow::Result<Option<Vec<u64>>> {
         Ok(self.0.lock().unwrap().get(key).cloned())
     }
-    fn save(&self, key: &CacheKey, results: &[u64], _d: &str) -> anyhow::Result<()> {
+    fn save(&self, key: &CacheKey, results: &[u64], _d: &str, _k: &str) -> anyhow::Result<()> {
         self.0.lock().unwrap().insert(key.clone(), results.to_vec());
         Ok(())
     }

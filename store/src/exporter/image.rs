@@ -181,16 +181,9 @@ fn build(
         source_date_epoch: opts.source_date_epoch,
     };
     let blob_for = |id: &SnapshotId| -> Result<LayerBlob> {
-        let reuse = if opts.force_compression {
-            None
-        } else {
-            layer::source_blob(snapshots, content, id)
-                .filter(|b| oci || b.compression != Compression::Zstd)
-        };
-        match reuse {
-            Some(b) => Ok(b),
-            None => layer::pack_layer(snapshots, content, id, &pack),
-        }
+        layer::layer_blob_for(snapshots, content, id, &pack, |b| {
+            !opts.force_compression && (oci || b.compression != Compression::Zstd)
+        })
     };
     // Layers compress in parallel; each result lands in its own slot, so the
     // output does not depend on scheduling.
@@ -230,7 +223,10 @@ fn build(
         .iter()
         .map(|b| b.as_ref().map(|b| b.diff_id.clone()))
         .collect();
-    let config = finalize_config(config, &diff_ids, opts.source_date_epoch)?;
+    let mut config = finalize_config(config, &diff_ids, opts.source_date_epoch)?;
+    if let Some((field, doc)) = &opts.inline_cache {
+        config = embed_field(&config, field, doc)?;
+    }
     let (config_digest, config_size) = content.write_bytes(&config, None)?;
     let layers: Vec<LayerBlob> = per_snapshot.into_iter().flatten().collect();
     let manifest_mt = media_types::manifest(oci);
@@ -271,6 +267,17 @@ fn build(
         manifest,
         names,
     })
+}
+
+/// Adds the JSON document `doc` to the config object under `field`.
+fn embed_field(config: &[u8], field: &str, doc: &str) -> Result<Vec<u8>> {
+    let json_err = |what| move |source| Error::Json { what, source };
+    let mut v: Value = serde_json::from_slice(config).map_err(json_err("image config"))?;
+    let d: Value = serde_json::from_str(doc).map_err(json_err("inline cache"))?;
+    if let Value::Object(m) = &mut v {
+        m.insert(field.to_owned(), d);
+    }
+    serde_json::to_vec(&v).map_err(json_err("image config"))
 }
 
 /// The OCI platform object of a config (`architecture`, `os`, `variant`).

@@ -22,6 +22,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// The image export attribute carrying an inline cache document (set by
+/// the engine for `--export-cache type=inline`).
+pub const INLINE_CACHE_ATTR: &str = "kiln.inline-cache";
+/// The image config field an inline cache document is embedded under.
+pub const INLINE_CACHE_FIELD: &str = "kiln.cache.v1";
+
 pub use config::{
     FIXED_CREATED, HISTORY_COMMENT, empty_config, finalize_config, host_arch, parse_rfc3339,
     rfc3339,
@@ -175,6 +181,9 @@ pub struct ImageExportOptions {
     pub index_annotations: BTreeMap<String, String>,
     /// Options that were given but have no effect here (for a warning).
     pub ignored: Vec<String>,
+    /// A cache document to embed in the image config under `field`
+    /// (`--export-cache type=inline`): (field, JSON).
+    pub inline_cache: Option<(String, String)>,
 }
 
 impl ImageExportOptions {
@@ -194,6 +203,7 @@ impl ImageExportOptions {
             descriptor_annotations: BTreeMap::new(),
             index_annotations: BTreeMap::new(),
             ignored: Vec::new(),
+            inline_cache: None,
         }
     }
 
@@ -211,6 +221,9 @@ impl ImageExportOptions {
             };
             match k.as_str() {
                 "dest" | "type" => {}
+                INLINE_CACHE_ATTR => {
+                    o.inline_cache = Some((INLINE_CACHE_FIELD.to_owned(), v.clone()))
+                }
                 "name" => {
                     o.names = v
                         .split(',')

@@ -123,6 +123,22 @@ pub fn pack_layer(
     Ok(blob)
 }
 
+/// The blob an exporter uses for snapshot `id`: the blob it was unpacked
+/// from when one is recorded and `reuse` accepts it (so pulled and
+/// imported layers keep their registry digests), otherwise a packed one.
+pub fn layer_blob_for(
+    snapshots: &SnapshotStore,
+    content: &ContentStore,
+    id: &SnapshotId,
+    opts: &PackOptions,
+    reuse: impl Fn(&LayerBlob) -> bool,
+) -> Result<LayerBlob> {
+    match source_blob(snapshots, content, id).filter(|b| reuse(b)) {
+        Some(b) => Ok(b),
+        None => pack_layer(snapshots, content, id, opts),
+    }
+}
+
 /// The diff dirs of the chain ending at `top`, topmost first.
 pub fn lower_diffs(snapshots: &SnapshotStore, top: &SnapshotId) -> Result<Vec<std::path::PathBuf>> {
     let mut chain = snapshots.chain(top)?;
