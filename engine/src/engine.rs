@@ -145,6 +145,7 @@ impl SolveError {
 pub struct Engine {
     root: PathBuf,
     worker: Arc<Worker>,
+    gc: crate::gc::GcConfig,
     solver: Solver<Ref>,
 }
 
@@ -196,9 +197,11 @@ impl Engine {
         } else {
             cfg.max_parallelism
         };
+        let gc = crate::gc::GcConfig::load(&root)?;
         Ok(Arc::new(Engine {
             root,
             worker,
+            gc,
             solver: Solver::new(par),
         }))
     }
@@ -232,6 +235,18 @@ impl Engine {
     /// the removed records.
     pub fn prune(&self, opts: &crate::gc::PruneOptions) -> Result<Vec<crate::gc::UsageRecord>> {
         crate::gc::prune(&self.worker, opts)
+    }
+
+    /// The GC policy (from `kiln.toml` in the root, or the defaults).
+    pub fn gc_config(&self) -> &crate::gc::GcConfig {
+        &self.gc
+    }
+
+    /// Runs the GC policy when the cache may be over a limit (call it
+    /// after a build, while the build's session still holds its results).
+    /// Returns the removed records.
+    pub fn auto_gc(&self) -> Result<Vec<crate::gc::UsageRecord>> {
+        crate::gc::auto_gc(&self.worker, &self.gc)
     }
 
     /// Solves an encoded `pb.Definition` and returns the head's result.

@@ -116,26 +116,44 @@ pub struct DuArgs {
     /// Show every record in detail.
     #[arg(long, short)]
     pub verbose: bool,
-    /// Filter records, e.g. `type=exec.cachemount`.
-    #[arg(long)]
+    /// Only records matching `key==value`, `key!=value` or `key~=regex`
+    /// (keys: id, type, description, inuse, reclaimable).
+    #[arg(long, short)]
     pub filter: Vec<String>,
+    /// `json`: print the records as a JSON array.
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 /// `kiln prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Remove everything, not just the reclaimable records.
+    /// Remove cache mounts too, and every record whatever its age.
     #[arg(long)]
     pub all: bool,
     /// Keep records used within this duration (e.g. `48h`).
     #[arg(long)]
     pub keep_duration: Option<String>,
-    /// Keep this much storage (e.g. `10GB`).
-    #[arg(long)]
+    /// Keep at most this much cache (e.g. `10GB`; plain numbers are MB, as
+    /// in buildctl).
+    #[arg(long, visible_alias = "max-used-space")]
     pub keep_storage: Option<String>,
-    /// Filter records.
-    #[arg(long)]
+    /// Never prune the cache below this size.
+    #[arg(long, visible_alias = "keep-storage-min")]
+    pub reserved_space: Option<String>,
+    /// Prune until the disk has this much free.
+    #[arg(long, visible_alias = "free-storage")]
+    pub min_free_space: Option<String>,
+    /// Only records matching `key==value`, `key!=value` or `key~=regex`
+    /// (keys: id, type, description, inuse, reclaimable).
+    #[arg(long, short)]
     pub filter: Vec<String>,
+    /// Show every removed record in detail.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// `json`: print the removed records as a JSON array.
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 /// `kiln daemon`.
@@ -327,46 +345,15 @@ fn ago(secs: u64) -> String {
     }
 }
 
-/// `48h`, `30m`, `10s`, `7d` or plain seconds.
-fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+/// A size for `prune`: plain numbers are MB (1e6 bytes), as in buildctl;
+/// otherwise `10GB`, `512MiB`, `20%` of the disk.
+fn parse_prune_size(s: &str, root: &std::path::Path) -> anyhow::Result<u64> {
     let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?}"))?;
-    let mult = match unit {
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        other => bail!("invalid duration unit {other:?} in {s:?}: use s, m, h or d"),
-    };
-    Ok(Duration::from_secs_f64(n * mult))
-}
-
-/// `10GB`, `512MB`, `1.5GiB`, or plain bytes.
-fn parse_bytes(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
-    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => bail!("invalid size unit {other:?} in {s:?}"),
-    };
-    Ok((n * mult) as u64)
+    if let Ok(mb) = s.parse::<f64>() {
+        return Ok((mb * 1e6) as u64);
+    }
+    let disk = kiln_engine::gc::policy::disk_size_of(root);
+    kiln_engine::gc::policy::parse_size(s, disk)
 }
 
 fn open_engine(root: &std::path::Path) -> anyhow::Result<std::sync::Arc<kiln_engine::Engine>> {
@@ -374,60 +361,132 @@ fn open_engine(root: &std::path::Path) -> anyhow::Result<std::sync::Arc<kiln_eng
         .with_context(|| format!("opening the state directory {}", root.display()))
 }
 
-fn du(root: PathBuf, a: DuArgs) -> anyhow::Result<()> {
-    if !a.filter.is_empty() {
-        bail!("kiln du --filter is not supported yet");
+fn records_json(rows: &[kiln_engine::UsageRecord]) -> String {
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "type": r.kind,
+                "size": r.size,
+                "reclaimable": r.reclaimable(),
+                "inUse": r.in_use,
+                "createdAt": r.created,
+                "lastUsedAt": r.last_used,
+                "usageCount": r.usage_count,
+                "description": r.description,
+                "snapshots": r.snapshots,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+fn check_format(f: &Option<String>) -> anyhow::Result<bool> {
+    match f.as_deref() {
+        None => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => bail!("--format {other:?}: kiln prints table (default) or json"),
     }
+}
+
+fn print_record_verbose(r: &kiln_engine::UsageRecord) {
+    println!("ID:\t\t{}", r.id);
+    if !r.snapshots.is_empty() {
+        println!("Snapshots:\t{}", r.snapshots.join(";"));
+    }
+    if r.created > 0 {
+        println!("Created at:\t{}", ago(r.created));
+    }
+    println!("Reclaimable:\t{}", r.reclaimable());
+    println!("In use:\t\t{}", r.in_use);
+    println!("Size:\t\t{}", human_bytes(r.size));
+    println!("Description:\t{}", r.description);
+    println!("Usage count:\t{}", r.usage_count);
+    if r.last_used > 0 {
+        println!("Last used:\t{}", ago(r.last_used));
+    }
+    println!("Type:\t\t{}", r.kind);
+    println!();
+}
+
+fn print_table_header() {
+    println!(
+        "{:<72} {:<12} {:<10} {:<16} LAST ACCESSED",
+        "ID", "RECLAIMABLE", "SIZE", "TYPE"
+    );
+}
+
+fn print_table_row(r: &kiln_engine::UsageRecord) {
+    println!(
+        "{:<72} {:<12} {:<10} {:<16} {}",
+        r.id,
+        r.reclaimable(),
+        human_bytes(r.size),
+        r.kind,
+        if r.last_used > 0 {
+            ago(r.last_used)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn du(root: PathBuf, a: DuArgs) -> anyhow::Result<()> {
+    let filters = kiln_engine::gc::Filter::parse_all(&a.filter)?;
+    let json = check_format(&a.format)?;
     let engine = open_engine(&root)?;
     let mut records = engine.du()?;
+    records.retain(|r| filters.iter().all(|f| f.matches(r)));
     records.sort_by(|x, y| y.size.cmp(&x.size).then(x.id.cmp(&y.id)));
-    let total: u64 = records.iter().map(|r| r.size).sum();
-    if a.verbose {
-        for r in &records {
-            println!("ID:\t\t{}", r.id);
-            println!("Created at:\t{}", ago(r.created));
-            println!("Reclaimable:\ttrue");
-            println!("Size:\t\t{}", human_bytes(r.size));
-            println!("Description:\t{}", r.description);
-            println!("Usage count:\t{}", r.usage_count);
-            println!("Last used:\t{}", ago(r.last_used));
-            println!("Type:\t\tregular");
-            println!();
-        }
-    } else {
-        println!(
-            "{:<66} {:<12} {:<10} LAST ACCESSED",
-            "ID", "RECLAIMABLE", "SIZE"
-        );
-        for r in &records {
-            println!(
-                "{:<66} {:<12} {:<10} {}",
-                r.id,
-                "true",
-                human_bytes(r.size),
-                ago(r.last_used)
-            );
-        }
+    if json {
+        println!("{}", records_json(&records));
+        return Ok(());
     }
-    println!("Reclaimable:\t{}", human_bytes(total));
+    let total: u64 = records.iter().map(|r| r.size).sum();
+    let reclaimable: u64 = records
+        .iter()
+        .filter(|r| r.reclaimable())
+        .map(|r| r.size)
+        .sum();
+    if a.verbose {
+        records.iter().for_each(print_record_verbose);
+    } else {
+        print_table_header();
+        records.iter().for_each(print_table_row);
+    }
+    println!("Reclaimable:\t{}", human_bytes(reclaimable));
     println!("Total:\t\t{}", human_bytes(total));
     Ok(())
 }
 
 fn prune(root: PathBuf, a: PruneArgs) -> anyhow::Result<()> {
-    if !a.filter.is_empty() {
-        bail!("kiln prune --filter is not supported yet");
-    }
+    let json = check_format(&a.format)?;
     let engine = open_engine(&root)?;
+    let size = |s: &Option<String>| s.as_deref().map(|v| parse_prune_size(v, &root)).transpose();
     let opts = kiln_engine::gc::PruneOptions {
-        keep_duration: a.keep_duration.as_deref().map(parse_duration).transpose()?,
-        keep_bytes: a.keep_storage.as_deref().map(parse_bytes).transpose()?,
+        keep_duration: a
+            .keep_duration
+            .as_deref()
+            .map(kiln_engine::gc::policy::parse_duration)
+            .transpose()?,
+        keep_bytes: size(&a.keep_storage)?,
+        reserved_bytes: size(&a.reserved_space)?,
+        min_free_bytes: size(&a.min_free_space)?,
         all: a.all,
+        filters: kiln_engine::gc::Filter::parse_all(&a.filter)?,
     };
     let removed = engine.prune(&opts)?;
     let freed: u64 = removed.iter().map(|r| r.size).sum();
-    for r in &removed {
-        println!("{:<66} {}", r.id, human_bytes(r.size));
+    if json {
+        println!("{}", records_json(&removed));
+        return Ok(());
+    }
+    if a.verbose {
+        removed.iter().for_each(print_record_verbose);
+    } else {
+        print_table_header();
+        removed.iter().for_each(print_table_row);
     }
     println!("Total:\t{}", human_bytes(freed));
     Ok(())

@@ -209,6 +209,22 @@ impl Controller {
                 }
             }
         }
+        // The GC policy runs while this session still holds its results.
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.auto_gc()).await {
+            Ok(Ok(removed)) if !removed.is_empty() => session.progress.message(&format!(
+                "gc: removed {} cache records, freed {} bytes",
+                removed.len(),
+                removed.iter().map(|r| r.size).sum::<u64>()
+            )),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => session
+                .progress
+                .message(&format!("warning: garbage collection failed: {e:#}")),
+            Err(e) => session
+                .progress
+                .message(&format!("warning: garbage collection failed: {e}")),
+        }
         Ok(())
     }
 

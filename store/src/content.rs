@@ -149,6 +149,33 @@ impl ContentStore {
         Ok(out)
     }
 
+    /// Pin blobs under `name` (replacing what that name pinned before):
+    /// garbage collection never removes a pinned blob. Used for data the
+    /// store keeps for its own sake, e.g. pulled frontends.
+    pub fn pin(&self, name: &str, digests: &[Digest]) -> Result<()> {
+        let dir = self.root.join("pins");
+        fs::create_dir_all(&dir).map_err(Error::io("create pins dir"))?;
+        let file = dir.join(crate::digest::Digest::of_bytes(name.as_bytes()).hex());
+        let body: String = digests.iter().map(|d| format!("{d}\n")).collect();
+        let tmp = file.with_extension(format!("tmp{}", crate::fsutil::random_hex()?));
+        fs::write(&tmp, body).map_err(Error::io("write pin"))?;
+        fs::rename(&tmp, &file).map_err(Error::io("write pin"))
+    }
+
+    /// Every pinned blob.
+    pub fn pins(&self) -> std::collections::BTreeSet<Digest> {
+        let mut out = std::collections::BTreeSet::new();
+        let Ok(rd) = fs::read_dir(self.root.join("pins")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path()) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<Digest>().ok()));
+            }
+        }
+        out
+    }
+
     /// Remove temp files left in `ingest/` by a crash. Call it only when no
     /// write is in flight (at start-up, or from GC holding the store lock).
     pub fn cleanup_ingest(&self) -> Result<usize> {

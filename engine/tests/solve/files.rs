@@ -490,7 +490,12 @@ async fn lost_snapshots_are_misses_and_prune_empties_the_cache() {
     let bytes = def.finish(&b);
     let (s, _) = session(&[]);
     let r = e.solve(&bytes, s).await.unwrap();
-    let du = e.du().unwrap();
+    let du: Vec<_> = e
+        .du()
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.id.starts_with("sha256:"))
+        .collect();
     assert_eq!(du.len(), 2);
     assert!(du.iter().any(|u| u.description == "make a"), "{du:?}");
     // As after a crash between commit and record: the record names a
@@ -509,8 +514,11 @@ async fn lost_snapshots_are_misses_and_prune_empties_the_cache() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(removed.len(), 2);
-    assert!(e.du().unwrap().is_empty());
+    let records = |rows: &[kiln_engine::UsageRecord]| {
+        rows.iter().filter(|r| r.id.starts_with("sha256:")).count()
+    };
+    assert_eq!(records(&removed), 2);
+    assert_eq!(records(&e.du().unwrap()), 0);
     let (s, buf) = session(&[]);
     e.solve(&bytes, s).await.unwrap();
     assert_eq!(count(&buf.text(), " DONE "), 2, "{}", buf.text());

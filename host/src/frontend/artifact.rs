@@ -155,6 +155,11 @@ pub async fn pull(
                 bytes
             };
             store.write_bytes(&resolved.manifest, Some(&resolved.manifest_digest))?;
+            // Kept through `kiln prune`, for offline rebuilds.
+            store.pin(
+                &format!("frontend {reference}"),
+                &[resolved.manifest_digest.clone(), layer.digest.clone()],
+            )?;
             if let Some(parent) = remembered.parent() {
                 std::fs::create_dir_all(parent)?;
             }
