@@ -305,3 +305,61 @@ fn min_keeps_the_final_chain_and_max_every_step() {
         "{max_d:?}"
     );
 }
+
+#[test]
+fn import_is_lazy_for_hits_whose_dependents_hit_too() {
+    if !tools() {
+        return;
+    }
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    // The dep stage's layer is only mounted into the final RUN, whose key
+    // depends on the dep stage's key, not its content.
+    let ctx = Ctx::new(
+        r#"ARG BASE
+FROM ${BASE} AS dep
+RUN head -c 300000 /dev/urandom > /big.bin && echo dep > /dep.txt
+
+FROM ${BASE}
+RUN --mount=from=dep,target=/d cat /d/dep.txt > /copied.txt
+"#,
+    );
+    let caches = tempfile::tempdir().unwrap();
+    let dir = caches.path().join("c");
+    let root1 = tempfile::tempdir().unwrap();
+    ctx.build(
+        root1.path(),
+        &base,
+        "first",
+        &[format!("--export-cache=type=local,dest={},mode=max", dir.display())],
+    );
+    let (_, config) = local_cache(&dir);
+    let rec = config["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["description"].as_str().unwrap().contains("/big.bin"))
+        .expect("the dep stage's record is exported")
+        .clone();
+    let top = rec["outputs"][0].as_u64().unwrap() as usize;
+    let dep_blob = config["layers"][top]["digest"].as_str().unwrap().to_owned();
+
+    let root2 = tempfile::tempdir().unwrap();
+    let (tar, o) = ctx.build(
+        root2.path(),
+        &base,
+        "second",
+        &[format!("--import-cache=type=local,src={}", dir.display())],
+    );
+    assert_all_cached(&o);
+    let blob = root2
+        .path()
+        .join("content/blobs/sha256")
+        .join(dep_blob.trim_start_matches("sha256:"));
+    assert!(
+        !blob.exists(),
+        "the dep stage's layer {dep_blob} was fetched although nothing needed it"
+    );
+    // The result itself is complete.
+    assert!(!image_layers(&tar).is_empty());
+}
