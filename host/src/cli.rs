@@ -540,12 +540,26 @@ fn dump_llb(file: Option<PathBuf>, dot: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An `--export-cache` entry, checked before the build starts.
+fn parse_cache_export(s: &str) -> anyhow::Result<CacheSpec> {
+    let spec = CacheSpec::parse(s)?;
+    let need = match spec.kind.as_str() {
+        "local" => "dest",
+        "registry" => "ref",
+        _ => return Ok(spec),
+    };
+    kiln_engine::cache::CacheExportOptions::from_spec(&spec)?;
+    if !spec.attrs.contains_key(need) {
+        bail!("type={} needs {need}=", spec.kind);
+    }
+    Ok(spec)
+}
+
 fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::Result<()> {
-    let export_cache = a
-        .export_cache
-        .iter()
-        .map(|s| CacheSpec::parse(s).with_context(|| format!("--export-cache {s}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut export_cache = Vec::new();
+    for s in &a.export_cache {
+        export_cache.push(parse_cache_export(s).with_context(|| format!("--export-cache {s}"))?);
+    }
     let import_cache = a
         .import_cache
         .iter()

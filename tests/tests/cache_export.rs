@@ -331,7 +331,10 @@ RUN --mount=from=dep,target=/d cat /d/dep.txt > /copied.txt
         root1.path(),
         &base,
         "first",
-        &[format!("--export-cache=type=local,dest={},mode=max", dir.display())],
+        &[format!(
+            "--export-cache=type=local,dest={},mode=max",
+            dir.display()
+        )],
     );
     let (_, config) = local_cache(&dir);
     let rec = config["records"]
@@ -362,4 +365,52 @@ RUN --mount=from=dep,target=/d cat /d/dep.txt > /copied.txt
     );
     // The result itself is complete.
     assert!(!image_layers(&tar).is_empty());
+}
+
+#[test]
+fn cache_errors_are_clear_and_ignore_error_downgrades_them() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY a /\n").unwrap();
+    std::fs::write(ctx.path().join("a"), "a\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let cmd = |extra: &[&str]| {
+        let mut c = kiln(root.path());
+        c.args(["build", "--progress=plain", "--frontend=dockerfile.v0"])
+            .arg(format!("--local=context={}", ctx.path().display()))
+            .arg(format!("--local=dockerfile={}", ctx.path().display()))
+            .arg(format!("--output=type=local,dest={}", out.path().display()))
+            .args(extra);
+        c
+    };
+    // Nothing listens on port 1.
+    let o = kiln_e2e::run_fail(&mut cmd(&[
+        "--export-cache=type=registry,ref=127.0.0.1:1/c:x",
+    ]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("exporting cache type=registry") && e.contains("127.0.0.1:1/c:x"),
+        "{e}"
+    );
+    let o = run_ok(&mut cmd(&[
+        "--export-cache=type=registry,ref=127.0.0.1:1/c:x,ignore-error=true",
+    ]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("warning: exporting cache type=registry failed"),
+        "{e}"
+    );
+    // A missing import is a warning: the first build has no cache yet.
+    let o = run_ok(&mut cmd(&[
+        "--import-cache=type=local,src=/nonexistent/cache",
+    ]));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("warning: importing cache type=local"), "{e}");
+    // Bad options are refused before anything runs.
+    let o = kiln_e2e::run_fail(&mut cmd(&["--export-cache=type=s3,bucket=x"]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"s3\" is not supported"));
+    let o = kiln_e2e::run_fail(&mut cmd(&[
+        "--export-cache=type=local,dest=/tmp/x,mode=most",
+    ]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mode="));
 }
