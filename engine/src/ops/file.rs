@@ -14,10 +14,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use kiln_llb::pb;
 use kiln_llb::pb::file_action::Action;
-use kiln_store::SnapshotId;
+use kiln_runtime::{OverlaySpec, executor::UpperDir};
+use kiln_store::{Active, SnapshotId};
 use tokio_util::sync::CancellationToken;
 
-use super::{OpCtx, Ref, Worker, blocking, explain, remember};
+use super::{OpCtx, Ref, RootfsMode, Worker, blocking, explain, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::patterns::PatternSet;
@@ -238,12 +239,20 @@ fn glob_base(p: &str) -> String {
     if s.is_empty() { "/".into() } else { s }
 }
 
-/// A tree an action produced: a plain directory owned by this op (a
-/// hardlink farm of its base, see [`fsutil::link_tree`]) and the snapshot
-/// it started from, which the result is committed on top of.
+/// A tree an action produced, and the snapshot it started from, which the
+/// result is committed on top of.
 enum Tree {
-    /// The tree and its base snapshot.
+    /// A plain directory owned by this op (empty, or a hardlink farm of its
+    /// base, see [`fsutil::link_tree`]).
     Dir(PathBuf, Option<SnapshotId>),
+    /// An overlay of the base mounted at `mount` (as root): writes land in
+    /// the active snapshot's upper dir, which becomes the new diff as it
+    /// is, so the op neither mirrors the base nor diffs the result.
+    Overlay {
+        mount: PathBuf,
+        active: Active,
+        parent: Option<SnapshotId>,
+    },
     /// Moved into a later action.
     Taken,
 }
@@ -252,9 +261,63 @@ impl Tree {
     fn root(&self) -> Result<PathBuf> {
         match self {
             Tree::Dir(d, _) => Ok(d.clone()),
+            Tree::Overlay { mount, .. } => Ok(mount.clone()),
             Tree::Taken => Err(anyhow!("action result already consumed")),
         }
     }
+
+    fn parent(&self) -> Option<SnapshotId> {
+        match self {
+            Tree::Dir(_, p) | Tree::Overlay { parent: p, .. } => p.clone(),
+            Tree::Taken => None,
+        }
+    }
+}
+
+/// Mounts an overlay of `base` on a fresh scratch dir.
+fn overlay_tree(
+    worker: &Worker,
+    base: &SnapshotId,
+    scratch_dirs: &mut Vec<PathBuf>,
+) -> Result<Tree> {
+    let active = worker.snapshots.prepare(Some(base))?;
+    let mounted = (|| {
+        let lowers = worker.snapshots.overlay_lowers(Some(base), 100)?;
+        let d = worker.snapshots.scratch_dir()?;
+        scratch_dirs.push(d.clone());
+        let spec = OverlaySpec {
+            lowerdirs: lowers.absolute(),
+            upper: Some(UpperDir {
+                upperdir: active.upper(),
+                workdir: active.work(),
+            }),
+        };
+        kiln_runtime::executor::mount_overlay(&spec, &d)
+            .with_context(|| format!("mounting an overlay of snapshot {base}"))?;
+        Ok::<_, anyhow::Error>(d)
+    })();
+    match mounted {
+        Ok(mount) => Ok(Tree::Overlay {
+            mount,
+            active,
+            parent: Some(base.clone()),
+        }),
+        Err(e) => {
+            let _ = worker.snapshots.abort(active);
+            Err(e)
+        }
+    }
+}
+
+/// Unmounts an overlay tree's mount; on failure the mount point is kept
+/// out of the scratch cleanup (removing files through a live overlay would
+/// only whiteout them, but nothing should touch it).
+fn unmount_tree(mount: &Path, scratch_dirs: &mut Vec<PathBuf>) -> Result<()> {
+    let r = kiln_runtime::executor::unmount(mount);
+    if r.is_err() {
+        scratch_dirs.retain(|d| d != mount);
+    }
+    r.with_context(|| format!("unmounting {}", mount.display()))
 }
 
 fn run_actions(
@@ -287,11 +350,18 @@ fn run_actions(
                 Tree::Dir(d, None)
             } else if (a.input as usize) < n {
                 let r = &refs[a.input as usize];
-                let d = worker.snapshots.scratch_dir()?;
-                scratch_dirs.push(d.clone());
-                fs_err::remove_dir(&d)?;
-                fsutil::link_tree(&worker.view(r)?, &d)?;
-                Tree::Dir(d, r.0.clone())
+                match &r.0 {
+                    Some(base) if worker.rootfs_mode == RootfsMode::Overlay => {
+                        overlay_tree(worker, base, &mut scratch_dirs)?
+                    }
+                    _ => {
+                        let d = worker.snapshots.scratch_dir()?;
+                        scratch_dirs.push(d.clone());
+                        fs_err::remove_dir(&d)?;
+                        fsutil::link_tree(&worker.view(r)?, &d)?;
+                        Tree::Dir(d, r.0.clone())
+                    }
+                }
             } else {
                 let j = a.input as usize - n;
                 readers[j] -= 1;
@@ -302,11 +372,7 @@ fn run_actions(
                     scratch_dirs.push(d.clone());
                     fs_err::remove_dir(&d)?;
                     fsutil::link_tree(&trees[j].root()?, &d)?;
-                    let parent = match &trees[j] {
-                        Tree::Dir(_, p) => p.clone(),
-                        Tree::Taken => None,
-                    };
-                    Tree::Dir(d, parent)
+                    Tree::Dir(d, trees[j].parent())
                 }
             };
             let root = tree.root()?;
@@ -362,9 +428,27 @@ fn run_actions(
                     .snapshots
                     .create_from_dir_consuming(&d, parent.as_ref())?,
             )),
+            // The upper dir is the diff.
+            Tree::Overlay { mount, active, .. } => {
+                if let Err(e) = unmount_tree(&mount, &mut scratch_dirs) {
+                    let _ = worker.snapshots.abort(active);
+                    return Err(e);
+                }
+                Ok(Some(worker.snapshots.commit(active)?))
+            }
             Tree::Taken => Err(anyhow!("action result already consumed")),
         }
     })();
+    // Overlays of intermediate (or failed) actions are discarded.
+    for t in trees {
+        if let Tree::Overlay { mount, active, .. } = t {
+            if unmount_tree(&mount, &mut scratch_dirs).is_ok() {
+                let _ = worker.snapshots.abort(active);
+            } else {
+                std::mem::forget(active);
+            }
+        }
+    }
     for d in scratch_dirs {
         if let Some(p) = d.parent() {
             let _ = std::fs::remove_dir_all(p);

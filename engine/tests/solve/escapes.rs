@@ -2,7 +2,7 @@ use kiln_llb::pb;
 use kiln_llb::pb::file_action::Action;
 
 use crate::defs::*;
-use crate::{engine, session};
+use crate::session;
 
 fn outside() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

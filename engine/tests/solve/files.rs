@@ -4,7 +4,7 @@ use kiln_llb::pb;
 use kiln_llb::pb::file_action::Action;
 
 use crate::defs::*;
-use crate::{count, engine, session, session_with};
+use crate::{count, session, session_with};
 
 fn context() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

@@ -1,10 +1,26 @@
 //! End-to-end solves of hand-built LLB against a temp state root.
 
 mod defs;
-mod escapes;
 mod exec;
 mod export;
-mod files;
+// File ops run on two paths: a hardlink farm of the base (rootless, `Copy`)
+// and an overlay mount of it (as root): every file test runs on both.
+mod files {
+    use crate::engine_copy as engine;
+    include!("files.rs");
+}
+mod files_overlay {
+    use crate::engine_overlay as engine;
+    include!("files.rs");
+}
+mod escapes {
+    use crate::engine_copy as engine;
+    include!("escapes.rs");
+}
+mod escapes_overlay {
+    use crate::engine_overlay as engine;
+    include!("escapes.rs");
+}
 mod git;
 mod graph;
 mod http;
@@ -19,12 +35,36 @@ use kiln_engine::progress::SharedBuf;
 use kiln_engine::{Engine, EngineConfig, Progress, ProgressMode, Session};
 
 pub fn engine(root: &Path) -> Arc<Engine> {
+    engine_copy(root)
+}
+
+/// An engine whose ops work on copies (no mounts).
+pub fn engine_copy(root: &Path) -> Arc<Engine> {
+    engine_mode(root, kiln_engine::ops::RootfsMode::Copy)
+}
+
+/// An engine whose file ops work on overlay mounts, as kiln does as root
+/// (falls back to copies when not root).
+pub fn engine_overlay(root: &Path) -> Arc<Engine> {
+    // SAFETY: geteuid has no preconditions.
+    let root_user = unsafe { libc::geteuid() == 0 };
+    engine_mode(
+        root,
+        if root_user {
+            kiln_engine::ops::RootfsMode::Overlay
+        } else {
+            kiln_engine::ops::RootfsMode::Copy
+        },
+    )
+}
+
+fn engine_mode(root: &Path, mode: kiln_engine::ops::RootfsMode) -> Arc<Engine> {
     Engine::open(
         root,
         EngineConfig {
             max_parallelism: 4,
             executor: None,
-            rootfs_mode: Some(kiln_engine::ops::RootfsMode::Copy),
+            rootfs_mode: Some(mode),
             ..Default::default()
         },
     )
