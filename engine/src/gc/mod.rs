@@ -611,12 +611,32 @@ pub(crate) fn auto_gc(worker: &Worker, cfg: &GcConfig) -> Result<Vec<UsageRecord
         return Ok(Vec::new());
     }
     let stamp = worker.dir.join("gc-stamp");
-    let stale = now().saturating_sub(mtime_secs(&stamp)) > 3600;
+    // The age limits matter only when some record is that old (a read of
+    // the records, no walk of the root).
+    let stamp_old = now().saturating_sub(mtime_secs(&stamp)) > 3600;
+    let stale = stamp_old
+        && cfg
+            .policies
+            .iter()
+            .filter_map(|p| p.keep_duration)
+            .min()
+            .is_some_and(|d| {
+                let cutoff = now().saturating_sub(d.as_secs());
+                worker
+                    .records
+                    .all()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(_, r)| r.last_used < cutoff)
+            });
     // The estimate misses what layer packing adds later: trigger early.
     let over = cfg
         .trigger_bytes()
         .is_some_and(|t| estimate(worker) > t / 10 * 9);
     if !stale && !over {
+        if stamp_old {
+            let _ = std::fs::write(&stamp, b"");
+        }
         return Ok(Vec::new());
     }
     let mut removed = Vec::new();
