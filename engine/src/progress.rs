@@ -2,7 +2,9 @@
 //!
 //! plain prints `#N name`, then `#N CACHED`, `#N DONE 0.1s` or
 //! `#N ERROR: cause`; vertices are numbered in the order they first report.
-//! tty prints the same lines (a terminal UI is not worth its weight yet).
+//! tty prints the same lines and keeps a live footer below them: one line
+//! per running vertex with its elapsed time, redrawn ten times a second
+//! and cut to the terminal's width.
 //! rawjson prints one JSON object per event, shaped like BuildKit's
 //! `SolveStatus` (`vertexes` / `logs`).
 
@@ -19,7 +21,7 @@ pub enum ProgressMode {
     /// `#N …` lines.
     #[default]
     Plain,
-    /// Like plain (when stderr is a terminal).
+    /// Plain lines plus a live footer of running vertices.
     Tty,
     /// One JSON object per line.
     RawJson,
@@ -55,10 +57,45 @@ struct State {
     started: HashMap<String, SystemTime>,
 }
 
+/// The live footer of tty mode.
+#[derive(Default)]
+struct Footer {
+    /// Running vertices: number → (name, start).
+    running: std::collections::BTreeMap<usize, (String, Instant)>,
+    /// Lines the footer takes on screen now.
+    lines: usize,
+    /// The redraw thread runs.
+    ticking: bool,
+}
+
 struct Inner {
     mode: ProgressMode,
     out: Mutex<Box<dyn Write + Send>>,
     state: Mutex<State>,
+    footer: Mutex<Footer>,
+}
+
+/// Columns of the terminal on stderr (80 when it is not one).
+fn term_width() -> usize {
+    // SAFETY: TIOCGWINSZ writes a winsize into the zeroed struct we pass.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 {
+            ws.ws_col as usize
+        } else {
+            80
+        }
+    }
+}
+
+/// `line` cut to `width` characters.
+fn cut(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
 }
 
 /// A progress writer shared by every solve of a session.
@@ -122,6 +159,7 @@ impl Progress {
                     next: 1,
                     started: HashMap::new(),
                 }),
+                footer: Mutex::new(Footer::default()),
             }),
         }
     }
@@ -149,9 +187,68 @@ impl Progress {
     }
 
     fn write(&self, s: &str) {
+        if self.inner.mode == ProgressMode::Tty {
+            let mut f = self.inner.footer.lock().unwrap_or_else(|p| p.into_inner());
+            self.redraw(&mut f, s);
+            return;
+        }
         let mut out = self.inner.out.lock().unwrap_or_else(|p| p.into_inner());
         let _ = out.write_all(s.as_bytes());
         let _ = out.flush();
+    }
+
+    /// tty: erases the footer, prints `text`, draws the footer again.
+    fn redraw(&self, f: &mut Footer, text: &str) {
+        let mut buf = String::new();
+        if f.lines > 0 {
+            // Up to the footer's first line, then clear to the end.
+            buf.push_str(&format!("\x1b[{}A\r\x1b[J", f.lines));
+        }
+        buf.push_str(text);
+        let width = term_width();
+        f.lines = 0;
+        for (n, (name, t)) in &f.running {
+            let name = name.replace(['\n', '\r'], " ");
+            let line = format!("#{n} {name}  {:.1}s", t.elapsed().as_secs_f64());
+            buf.push_str(&cut(&line, width.saturating_sub(1)));
+            buf.push('\n');
+            f.lines += 1;
+        }
+        let mut out = self.inner.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.write_all(buf.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// tty: a vertex started or finished; keeps the redraw thread going
+    /// while anything runs.
+    fn footer_update(&self, n: usize, running: Option<&str>) {
+        let mut f = self.inner.footer.lock().unwrap_or_else(|p| p.into_inner());
+        match running {
+            Some(name) => {
+                f.running.insert(n, (name.to_owned(), Instant::now()));
+            }
+            None => {
+                f.running.remove(&n);
+            }
+        }
+        if f.ticking || f.running.is_empty() {
+            return;
+        }
+        f.ticking = true;
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let Some(inner) = weak.upgrade() else { return };
+                let p = Progress { inner };
+                let mut f = p.inner.footer.lock().unwrap_or_else(|e| e.into_inner());
+                if f.running.is_empty() {
+                    f.ticking = false;
+                    return;
+                }
+                p.redraw(&mut f, "");
+            }
+        });
     }
 
     fn json_vertex(
@@ -220,13 +317,20 @@ impl ProgressSink for Progress {
         match self.inner.mode {
             ProgressMode::Quiet => {}
             ProgressMode::RawJson => self.json_vertex(v, false, Some(now), None, None),
-            _ => self.write(&format!("#{n} {}\n", v.name)),
+            ProgressMode::Tty => {
+                self.footer_update(n, Some(&v.name));
+                self.write(&format!("#{n} {}\n", v.name));
+            }
+            ProgressMode::Plain => self.write(&format!("#{n} {}\n", v.name)),
         }
     }
 
     fn completed(&self, v: &VertexInfo, started: Instant, error: Option<&str>) {
         let (n, _) = self.number(&v.digest);
         let secs = started.elapsed().as_secs_f64();
+        if self.inner.mode == ProgressMode::Tty {
+            self.footer_update(n, None);
+        }
         match self.inner.mode {
             ProgressMode::Quiet => {}
             ProgressMode::RawJson => {
@@ -319,5 +423,25 @@ mod tests {
             serde_json::from_str(buf.text().lines().next().unwrap()).unwrap();
         assert_eq!(j["vertexes"][0]["cached"], true);
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn tty_keeps_a_footer_of_running_vertices() {
+        let (p, buf) = Progress::capture(ProgressMode::Tty);
+        let v = VertexInfo {
+            digest: "sha256:a".into(),
+            name: "[1/1] RUN make".into(),
+            inputs: vec![],
+        };
+        p.started(&v);
+        p.log(&v, "compiling");
+        let t = buf.text();
+        // The log line is printed above the footer, which is redrawn.
+        assert!(t.contains("#1 compiling\n#1 [1/1] RUN make  0."), "{t:?}");
+        assert!(t.contains("\x1b[1A\r\x1b[J"), "{t:?}");
+        p.completed(&v, Instant::now(), None);
+        let t = buf.text();
+        assert!(t.ends_with("#1 DONE 0.0s\n\n"), "{t:?}");
+        assert_eq!(cut("abcdef", 4), "abc…");
     }
 }
