@@ -67,6 +67,30 @@ impl Dest {
                 std::io::stdout(),
             ))),
             Dest::Path(p) => {
+                // A device, FIFO or socket (`/dev/null`, a pipe) is written
+                // to, never replaced by a rename.
+                if let Ok(m) = std::fs::metadata(p) {
+                    if m.is_dir() {
+                        return Err(Error::IoAt {
+                            op: "write a tarball to",
+                            path: p.clone(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::IsADirectory,
+                                "dest is a directory; give a file name",
+                            ),
+                        });
+                    }
+                    if !m.is_file() {
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(p)
+                            .map_err(Error::io_at("open export destination", p))?;
+                        return Ok(DestWriter::Special(std::io::BufWriter::with_capacity(
+                            256 * 1024,
+                            f,
+                        )));
+                    }
+                }
                 let dir = match p.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                     _ => PathBuf::from("."),
@@ -88,6 +112,8 @@ impl Dest {
 pub enum DestWriter {
     /// Writing to stdout.
     Stdout(std::io::BufWriter<std::io::Stdout>),
+    /// Writing straight into a device, FIFO or socket.
+    Special(std::io::BufWriter<std::fs::File>),
     /// Writing to a temp file renamed into place on finish.
     File {
         /// The temp file.
@@ -102,6 +128,7 @@ impl DestWriter {
     pub fn finish(self) -> Result<()> {
         match self {
             DestWriter::Stdout(mut s) => s.flush().map_err(Error::io("flush stdout")),
+            DestWriter::Special(mut f) => f.flush().map_err(Error::io("flush export destination")),
             DestWriter::File { tmp, dest } => {
                 let tmp = tmp.into_inner().map_err(|e| Error::IoAt {
                     op: "write export file",
@@ -129,12 +156,14 @@ impl Write for DestWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             DestWriter::Stdout(s) => s.write(buf),
+            DestWriter::Special(f) => f.write(buf),
             DestWriter::File { tmp, .. } => tmp.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             DestWriter::Stdout(s) => s.flush(),
+            DestWriter::Special(f) => f.flush(),
             DestWriter::File { tmp, .. } => tmp.flush(),
         }
     }
@@ -373,4 +402,40 @@ pub(crate) fn ensure_dir(p: &std::path::Path) -> Result<()> {
         fs_err::create_dir_all(p).map_err(Error::io("create destination dir"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt as _;
+
+    #[test]
+    fn special_files_are_written_into_not_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("pipe");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let mut w = Dest::Path(fifo.clone()).create().unwrap();
+        w.write_all(b"tarball bytes").unwrap();
+        w.finish().unwrap();
+        assert_eq!(reader.join().unwrap(), b"tarball bytes");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+        // A directory is refused; a file is replaced whole.
+        let e = Dest::Path(d.path().to_path_buf()).create().err().unwrap();
+        assert!(e.to_string().contains("write a tarball to"), "{e}");
+        let f = d.path().join("out.tar");
+        std::fs::write(&f, b"old old old").unwrap();
+        let mut w = Dest::Path(f.clone()).create().unwrap();
+        w.write_all(b"new").unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"new");
+    }
 }
