@@ -10,8 +10,9 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use kiln_llb::pb;
 use kiln_store::Digest;
 
@@ -97,69 +98,226 @@ impl HttpOp {
             .finish()
     }
 
-    /// Fetches the body into the content store (or finds it unchanged).
+    /// Fetches the body into the content store (or finds it unchanged),
+    /// retrying transient failures (connection errors, timeouts, 5xx, 429)
+    /// with exponential backoff.
     async fn fetch(&self) -> Result<Digest> {
+        let limits = Limits::from_env()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_once(&limits).await {
+                Ok(d) => return Ok(d),
+                Err(Fetch::Fatal(e)) => return Err(e),
+                Err(Fetch::Transient(e)) if attempt >= limits.attempts => {
+                    return Err(e.context(format!("fetching {} failed {attempt} times", self.url)));
+                }
+                Err(Fetch::Transient(e)) => {
+                    let wait = limits.backoff * 2u32.pow(attempt - 1);
+                    tracing::warn!(url = %self.url, attempt, error = %format!("{e:#}"), "retrying download");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn fetch_once(&self, limits: &Limits) -> std::result::Result<Digest, Fetch> {
         let worker = &self.ctx.worker;
-        let fact = format!("http:{}", self.url);
-        let known: Option<(String, Digest)> = worker
+        let fact = format!("http.v1:{}", self.url);
+        let known: Option<Validators> = worker
             .records
-            .kv_get(&fact)?
-            .and_then(|s| {
-                let (etag, d) = s.rsplit_once(' ')?;
-                Some((etag.to_owned(), d.parse().ok()?))
-            })
-            .filter(|(_, d)| worker.content.exists(d));
-        let client = reqwest::Client::new();
+            .kv_get(&fact)
+            .map_err(Fetch::Fatal)?
+            .and_then(|s| serde_json::from_str::<Validators>(&s).ok())
+            .filter(|v| {
+                v.digest
+                    .parse::<Digest>()
+                    .is_ok_and(|d| worker.content.exists(&d))
+            });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .connect_timeout(limits.connect_timeout)
+            .read_timeout(limits.read_timeout)
+            .build()
+            .context("setting up the HTTP client")
+            .map_err(Fetch::Fatal)?;
         let mut req = client.get(&self.url);
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
         if let Some(id) = &self.auth_secret {
-            let secret = self.ctx.session.secrets.get(id).with_context(|| {
-                format!("secret {id:?} (http.authheadersecret) is not provided by the session")
-            })?;
-            req = req.header(
-                "Authorization",
-                String::from_utf8_lossy(secret).into_owned(),
+            let secret = self
+                .ctx
+                .session
+                .secrets
+                .get(id)
+                .with_context(|| {
+                    format!("secret {id:?} (http.authheadersecret) is not provided by the session")
+                })
+                .map_err(Fetch::Fatal)?;
+            let mut v = reqwest::header::HeaderValue::from_bytes(secret.trim_ascii_end()).map_err(
+                |_| {
+                    Fetch::Fatal(anyhow::anyhow!(
+                        "secret {id:?} (http.authheadersecret) is not a valid header value"
+                    ))
+                },
+            )?;
+            v.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, v);
+        }
+        if let (None, Some(k)) = (&self.checksum, &known) {
+            if let Some(etag) = &k.etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
+            } else if let Some(lm) = &k.last_modified {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm.as_str());
+            }
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_redirect() || e.is_builder() => {
+                return Err(Fetch::Fatal(
+                    anyhow::Error::new(e).context(format!("fetching {}", self.url)),
+                ));
+            }
+            Err(e) => {
+                return Err(Fetch::Transient(
+                    anyhow::Error::new(e).context(format!("fetching {}", self.url)),
+                ));
+            }
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED
+            && let Some(k) = known
+        {
+            return k
+                .digest
+                .parse()
+                .context("remembered digest")
+                .map_err(Fetch::Fatal);
+        }
+        if !status.is_success() {
+            let e = anyhow::anyhow!("fetching {}: HTTP {status}", self.url);
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Fetch::Transient(e)
+                } else {
+                    Fetch::Fatal(e)
+                },
             );
         }
-        if let (None, Some((etag, _))) = (&self.checksum, &known) {
-            req = req.header("If-None-Match", etag.as_str());
-        }
-        let mut resp = req
-            .send()
-            .await
-            .with_context(|| format!("fetching {}", self.url))?;
-        if resp.status() == reqwest::StatusCode::NOT_MODIFIED
-            && let Some((_, d)) = known
+        let too_big = |n: u64| {
+            Fetch::Fatal(anyhow::anyhow!(
+                "{}: the body ({n} bytes or more) is larger than the download limit of {} bytes \
+                 (set {MAX_BYTES_ENV} to raise it)",
+                self.url,
+                limits.max_bytes
+            ))
+        };
+        if let Some(n) = resp.content_length()
+            && n > limits.max_bytes
         {
-            return Ok(d);
+            return Err(too_big(n));
         }
-        if !resp.status().is_success() {
-            bail!("fetching {}: HTTP {}", self.url, resp.status());
-        }
-        let etag = resp
-            .headers()
-            .get(reqwest::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut w = worker.content.writer()?;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .with_context(|| format!("reading {}", self.url))?
-        {
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let etag = header(reqwest::header::ETAG);
+        let last_modified = header(reqwest::header::LAST_MODIFIED);
+        let mut w = worker
+            .content
+            .writer()
+            .context("opening a content store writer")
+            .map_err(Fetch::Fatal)?;
+        let mut size = 0u64;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Fetch::Transient(
+                        anyhow::Error::new(e).context(format!("reading {}", self.url)),
+                    ));
+                }
+            };
+            size += chunk.len() as u64;
+            if size > limits.max_bytes {
+                return Err(too_big(size));
+            }
             w.write_all(&chunk)
-                .context("writing into the content store")?;
+                .context("writing into the content store")
+                .map_err(Fetch::Fatal)?;
         }
         let (digest, _) = w
             .commit(self.checksum.as_ref())
-            .with_context(|| format!("content of {} does not match its checksum", self.url))?;
-        if let Some(etag) = etag {
-            worker.records.kv_put(&fact, &format!("{etag} {digest}"))?;
+            .with_context(|| format!("content of {} does not match its checksum", self.url))
+            .map_err(Fetch::Fatal)?;
+        if etag.is_some() || last_modified.is_some() {
+            let v = Validators {
+                etag,
+                last_modified,
+                digest: digest.to_string(),
+            };
+            let json = serde_json::to_string(&v)
+                .context("encoding validators")
+                .map_err(Fetch::Fatal)?;
+            worker.records.kv_put(&fact, &json).map_err(Fetch::Fatal)?;
         }
         Ok(digest)
     }
+}
+
+/// Redirects followed before a download fails (a loop ends here).
+const MAX_REDIRECTS: usize = 10;
+
+/// Environment variable holding the download size cap in bytes.
+pub(crate) const MAX_BYTES_ENV: &str = "KILN_HTTP_MAX_BYTES";
+
+/// Limits of one download.
+struct Limits {
+    max_bytes: u64,
+    attempts: u32,
+    backoff: Duration,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl Limits {
+    /// Defaults: 8 GiB, 4 attempts from 500 ms backoff, 30 s to connect and
+    /// 120 s without a byte. `KILN_HTTP_MAX_BYTES` overrides the size cap.
+    fn from_env() -> Result<Limits> {
+        let max_bytes = match std::env::var(MAX_BYTES_ENV) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("{MAX_BYTES_ENV}={v:?} is not a number of bytes"))?,
+            Err(_) => 8 << 30,
+        };
+        Ok(Limits {
+            max_bytes,
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+        })
+    }
+}
+
+/// Why one attempt failed: worth another try, or not.
+enum Fetch {
+    Transient(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+/// What a server said about the body last time, for revalidation; stored
+/// as JSON under `http.v1:<url>`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    digest: String,
 }
 
 impl Op<Ref> for HttpOp {
