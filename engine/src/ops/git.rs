@@ -226,6 +226,27 @@ impl GitOp {
         Ok(commit)
     }
 
+    fn ref_name(&self) -> &str {
+        if self.reference.is_empty() {
+            "HEAD"
+        } else {
+            &self.reference
+        }
+    }
+
+    fn resolved(&self) -> Option<String> {
+        self.commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where the commit last solved for this URL and ref is remembered,
+    /// for `--explain-cache`.
+    fn last_fact(&self) -> String {
+        format!("git.v1.last:{}#{}", self.url, self.ref_name())
+    }
+
     /// The bare mirror of this URL (created on first use).
     async fn mirror(&self) -> Result<PathBuf> {
         let dir = self
@@ -429,6 +450,29 @@ impl Op<Ref> for GitOp {
             *self.commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(commit);
             Ok(key)
         })
+    }
+
+    fn explain_miss<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+        _inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let now = self.resolved().unwrap_or_default();
+            let r = self.ref_name();
+            match self.ctx.worker.records.kv_get(&self.last_fact()) {
+                Ok(Some(old)) if old != now => {
+                    format!("{} {r} moved from {old} to {now}", self.url)
+                }
+                _ => format!("no record for {} at {r} ({now})", self.url),
+            }
+        })
+    }
+
+    fn after_solve(&self, _key: &CacheKey, _inputs: &[Input<Ref>]) {
+        if let Some(c) = self.resolved() {
+            let _ = self.ctx.worker.records.kv_put(&self.last_fact(), &c);
+        }
     }
 
     fn execute<'a>(

@@ -2,10 +2,17 @@
 //!
 //! With `http.checksum` the key is that digest and nothing is fetched
 //! until the vertex must run (the download is then verified against it).
-//! Without it the body is fetched to compute the key; the last ETag and
-//! digest of each URL are remembered, so an unchanged resource answers
-//! `304 Not Modified` and is not downloaded again. Bodies live in the
-//! content store.
+//! Without it the body is fetched to compute the key; the last ETag or
+//! Last-Modified date and digest of each URL are remembered, so an
+//! unchanged resource answers `304 Not Modified` and is not downloaded
+//! again. Bodies live in the content store; a body that fails its checksum
+//! or the size cap is dropped with its ingest file.
+//!
+//! Downloads are bounded (see [`Limits`]): transient failures are retried
+//! with exponential backoff, redirects are capped, connecting and stalled
+//! reads time out, and the body may not exceed `KILN_HTTP_MAX_BYTES`.
+//! `http.authheadersecret` names a session secret sent as the
+//! `Authorization` header; `http.header.<Name>` attrs are sent as given.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +39,8 @@ pub(crate) struct HttpOp {
     headers: Vec<(String, String)>,
     auth_secret: Option<String>,
     body: Mutex<Option<Digest>>,
+    /// The digest remembered from an earlier download, for explanations.
+    previous: Mutex<Option<String>>,
 }
 
 impl HttpOp {
@@ -85,6 +94,7 @@ impl HttpOp {
             headers,
             auth_secret: a.get("http.authheadersecret").cloned(),
             body: Mutex::new(None),
+            previous: Mutex::new(None),
         })
     }
 
@@ -134,6 +144,9 @@ impl HttpOp {
                     .parse::<Digest>()
                     .is_ok_and(|d| worker.content.exists(&d))
             });
+        if let Some(k) = &known {
+            *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(k.digest.clone());
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .connect_timeout(limits.connect_timeout)
@@ -338,6 +351,37 @@ impl Op<Ref> for HttpOp {
             let key = self.key(&d);
             *self.body.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
             Ok(key)
+        })
+    }
+
+    fn explain_miss<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+        _inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let now = self
+                .body
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|d| d.to_string());
+            let before = self
+                .previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match (&self.checksum, before, now) {
+                (Some(c), _, _) => format!("no record for {} with checksum {c}", self.url),
+                (None, Some(b), Some(n)) if b != n => {
+                    format!("content of {} changed from {b} to {n}", self.url)
+                }
+                (None, _, n) => format!(
+                    "no record for {} with content {}",
+                    self.url,
+                    n.unwrap_or_default()
+                ),
+            }
         })
     }
 
