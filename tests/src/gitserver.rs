@@ -113,7 +113,7 @@ impl GitServer {
         std::fs::create_dir_all(&work).unwrap();
         git(&work, &["init", "-q", "-b", "main"]);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        Repo { work }
+        Repo { work, bare }
     }
 
     /// `upload-pack` requests served so far (ls-remote and fetch each make
@@ -145,6 +145,8 @@ impl Drop for GitServer {
 pub struct Repo {
     /// The work tree.
     pub work: PathBuf,
+    /// The served bare repository.
+    pub bare: PathBuf,
 }
 
 impl Repo {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// What the server answers on one path.
@@ -102,6 +103,42 @@ impl HttpServer {
         self.state.lock().unwrap().routes.insert(path.to_owned(), r);
     }
 
+    /// Serves every file under `dir` at `prefix/<relative path>`, each
+    /// route requiring `auth` if given (a bare git repository after
+    /// `git update-server-info` is then a "dumb HTTP" remote).
+    pub fn serve_dir(&self, prefix: &str, dir: &Path, auth: Option<&str>) {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                self.route(
+                    &format!("{prefix}/{rel}"),
+                    Route {
+                        auth: auth.map(str::to_owned),
+                        ..Route::body(std::fs::read(&p).unwrap())
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every request whose path (query included) starts with `prefix`.
+    pub fn requests_under(&self, prefix: &str) -> Vec<Request> {
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     /// Every request for `path` so far, in order.
     pub fn requests(&self, path: &str) -> Vec<Request> {
         self.state
@@ -154,9 +191,11 @@ fn serve(mut c: TcpStream, state: &Mutex<State>) {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
+    // Routes match the path without its query.
     let route = {
+        let key = path.split('?').next().unwrap_or_default();
         let mut st = state.lock().unwrap();
-        st.routes.get_mut(&path).map(|rt| {
+        st.routes.get_mut(key).map(|rt| {
             let r = rt.clone();
             rt.fail_first = rt.fail_first.saturating_sub(1);
             r

@@ -256,9 +256,16 @@ fn second_build_with_an_unchanged_server_downloads_nothing() {
             ..Route::body("etag body v2\n")
         },
     );
-    let third = run_ok(&mut b.cmd("3"));
+    let third = run_ok(b.cmd("3").arg("--explain-cache"));
     let v = vertexes(&third.stderr);
     assert!(ran(&v, "/etag.txt"), "{v:?}");
+    let why = format!(
+        "content of {} changed from {} to {}",
+        srv.url("/etag.txt"),
+        sha256(&etagged),
+        sha256(b"etag body v2\n")
+    );
+    assert!(stderr(&third).contains(&why), "{}", stderr(&third));
     for other in ["/pinned.txt", "/dated.txt"] {
         assert!(
             v.values().any(|(n, c)| n.contains(other) && *c),
@@ -578,7 +585,7 @@ fn fixture() -> Option<Fixture> {
 }
 
 #[test]
-fn add_git_branch_tag_commit_subdir_and_keep_git_dir() {
+fn add_git_branch_tag_commit_subdir_keep_git_dir_and_git_context() {
     let Some(f) = fixture() else { return };
     let url = f.srv.url("project");
     let b = Build::new(&format!(
@@ -587,10 +594,16 @@ fn add_git_branch_tag_commit_subdir_and_keep_git_dir() {
          ADD {url}#v1 /tag/\n\
          ADD {url}#{c1} /commit/\n\
          ADD {url}#main:docs /docs/\n\
-         ADD --keep-git-dir=true {url}#main /kept/\n",
+         ADD --keep-git-dir=true {url}#main /kept/\n\
+         COPY --from=released /README /from-context\n",
         c1 = f.c1
     ));
-    run_ok(&mut b.cmd("1"));
+    run_ok(
+        b.cmd("1")
+            .arg("--opt")
+            .arg(format!("context:released={url}#v1")),
+    );
+    assert_eq!(b.read("1", "from-context"), "v1\n");
     assert_eq!(b.read("1", "branch/README"), "v2\n");
     assert_eq!(b.read("1", "branch/docs/guide.md"), "guide\n");
     assert_eq!(b.read("1", "tag/README"), "v1\n");
@@ -651,10 +664,15 @@ fn a_pushed_commit_reruns_only_what_depends_on_it() {
     );
 
     f.repo.write("README", "v3\n");
-    f.repo.commit("three");
+    let c3 = f.repo.commit("three");
     f.repo.push();
-    let third = run_ok(&mut b.cmd("3"));
+    let third = run_ok(b.cmd("3").arg("--explain-cache"));
     let v = vertexes(&third.stderr);
+    assert!(
+        stderr(&third).contains(&format!("main moved from {} to {c3}", f.c2)),
+        "explain-cache says the branch moved: {}",
+        stderr(&third)
+    );
     assert!(ran(&v, "#main"), "the branch ADD re-runs: {v:?}");
     assert!(!ran(&v, "#v1"), "the tag ADD stays cached: {v:?}");
     assert!(
@@ -712,6 +730,77 @@ fn a_submodule_is_checked_out() {
         !b.dest("1").join("bare/vendor/lib/lib.txt").exists(),
         "submodules=false skips it"
     );
+}
+
+#[test]
+fn git_auth_secrets_reach_an_http_remote() {
+    let Some(f) = fixture() else { return };
+    f.repo
+        .git(&["-C", f.repo.bare.to_str().unwrap(), "update-server-info"]);
+    let header = "Bearer kiln-e2e-git-h3ader-51b0";
+    let token = "kiln-e2e-git-t0ken-8e2f";
+    use base64::Engine as _;
+    let basic = format!(
+        "basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    // One repository per credential, served as dumb HTTP (so the shallow
+    // fetch is refused and the full-fetch fallback runs too).
+    let srv = HttpServer::start();
+    srv.serve_dir("/h/project.git", &f.repo.bare, Some(header));
+    srv.serve_dir("/t/project.git", &f.repo.bare, Some(&basic));
+    let b = Build::new("");
+    let secrets = tempfile::tempdir().unwrap();
+    let hfile = secrets.path().join("h");
+    std::fs::write(&hfile, header).unwrap();
+    let tfile = secrets.path().join("t");
+    std::fs::write(&tfile, format!("{token}\n")).unwrap();
+
+    b.dockerfile(&format!(
+        "FROM scratch\nADD {}#v1 /src/\n",
+        srv.url("/h/project.git")
+    ));
+    let o = run_fail(&mut b.cmd("none"));
+    assert!(stderr(&o).contains("ls-remote"), "{}", stderr(&o));
+    let mut logs = stderr(&o);
+    let o = run_ok(b.cmd("header").arg(format!(
+        "--secret=id=GIT_AUTH_HEADER,src={}",
+        hfile.display()
+    )));
+    logs.push_str(&stderr(&o));
+    assert_eq!(b.read("header", "src/README"), "v1\n");
+
+    b.dockerfile(&format!(
+        "FROM scratch\nADD {}#main /src/\n",
+        srv.url("/t/project.git")
+    ));
+    let o = run_ok(b.cmd("token").arg(format!(
+        "--secret=id=GIT_AUTH_TOKEN,src={}",
+        tfile.display()
+    )));
+    logs.push_str(&stderr(&o));
+    assert_eq!(b.read("token", "src/README"), "v2\n");
+    assert!(
+        srv.requests_under("/t/")
+            .iter()
+            .any(|r| r.status == 200 && r.headers.get("authorization") == Some(&basic)),
+        "the token went out as basic auth"
+    );
+
+    for needle in [&b"h3ader"[..], b"t0ken"] {
+        let n = String::from_utf8_lossy(needle);
+        assert!(!logs.contains(&*n), "secret in a log: {logs}");
+        assert_eq!(
+            files_containing(b.root.path(), needle),
+            Vec::<PathBuf>::new(),
+            "secret {n} under the state dir"
+        );
+        assert_eq!(
+            files_containing(b.out.path(), needle),
+            Vec::<PathBuf>::new(),
+            "secret {n} in the output"
+        );
+    }
 }
 
 #[test]
