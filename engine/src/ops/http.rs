@@ -392,9 +392,11 @@ impl Op<Ref> for HttpOp {
     ) -> BoxFuture<'a, Result<Vec<Ref>>> {
         Box::pin(async move {
             let known = self.body.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            // The body found while keying may have been collected since
+            // (it is an unreferenced blob): fetch it again then.
             let digest = match known {
-                Some(d) => d,
-                None => match &self.checksum {
+                Some(d) if self.ctx.worker.content.exists(&d) => d,
+                _ => match &self.checksum {
                     Some(c) if self.ctx.worker.content.exists(c) => c.clone(),
                     _ => self.fetch().await?,
                 },
