@@ -25,7 +25,7 @@ use kiln_llb::pb;
 use super::{OpCtx, Ref, blocking};
 use crate::cachekey::{CacheKey, KeyBuilder};
 use crate::fsutil;
-use crate::solver::{BoxFuture, Input, Op, OpContext};
+use crate::solver::{BoxFuture, Input, Op, OpContext, ProgressSink, VertexInfo};
 
 pub(crate) struct GitOp {
     ctx: OpCtx,
@@ -280,8 +280,9 @@ impl GitOp {
         Ok(dir)
     }
 
-    /// Makes sure the mirror holds `commit`, fetching only when it does not.
-    async fn fill_mirror(&self, mirror: &Path, commit: &str) -> Result<()> {
+    /// Makes sure the mirror holds `commit`, fetching only when it does
+    /// not; says whether it fetched.
+    async fn fill_mirror(&self, mirror: &Path, commit: &str) -> Result<bool> {
         let m = Git {
             dir: Some(mirror),
             auth: None,
@@ -289,7 +290,7 @@ impl GitOp {
         let keep = format!("refs/kiln/{commit}");
         let spec = format!("{commit}^{{commit}}");
         if m.has(&spec).await {
-            return Ok(());
+            return Ok(false);
         }
         let auth = self.auth();
         let net = self.git(Some(mirror), &auth);
@@ -330,7 +331,7 @@ impl GitOp {
             );
         }
         m.run(&["update-ref", &keep, commit]).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Checks `commit` out of the mirror into `work` (an empty dir).
@@ -477,7 +478,7 @@ impl Op<Ref> for GitOp {
 
     fn execute<'a>(
         &'a self,
-        _cx: &'a OpContext,
+        cx: &'a OpContext,
         _inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<Vec<Ref>>> {
         Box::pin(async move {
@@ -497,7 +498,17 @@ impl Op<Ref> for GitOp {
                 let lock = worker.local_lock(&format!("git-mirror:{}", self.url));
                 let _guard = lock.lock().await;
                 let mirror = self.mirror().await?;
-                self.fill_mirror(&mirror, &commit).await?;
+                let line = if self.fill_mirror(&mirror, &commit).await? {
+                    format!("fetched {commit} from {}", self.url)
+                } else {
+                    format!("{commit} is in the local mirror of {}: no fetch", self.url)
+                };
+                let v = VertexInfo {
+                    digest: cx.digest.clone(),
+                    name: cx.name.clone(),
+                    inputs: Vec::new(),
+                };
+                self.ctx.session.progress.log(&v, &line);
                 self.checkout(&mirror, &work, &commit).await
             }
             .await;

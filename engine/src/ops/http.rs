@@ -26,7 +26,7 @@ use kiln_store::Digest;
 use super::{OpCtx, Ref, blocking};
 use crate::cachekey::{CacheKey, KeyBuilder};
 use crate::fsutil;
-use crate::solver::{BoxFuture, Input, Op, OpContext};
+use crate::solver::{BoxFuture, Input, Op, OpContext, ProgressSink, VertexInfo};
 
 pub(crate) struct HttpOp {
     ctx: OpCtx,
@@ -111,13 +111,25 @@ impl HttpOp {
     /// Fetches the body into the content store (or finds it unchanged),
     /// retrying transient failures (connection errors, timeouts, 5xx, 429)
     /// with exponential backoff.
-    async fn fetch(&self) -> Result<Digest> {
+    async fn fetch(&self, cx: &OpContext) -> Result<Digest> {
         let limits = Limits::from_env()?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.fetch_once(&limits).await {
-                Ok(d) => return Ok(d),
+                Ok((d, bytes)) => {
+                    let line = match bytes {
+                        Some(n) => format!("downloaded {n} bytes from {}: {d}", self.url),
+                        None => format!("{} not modified: {d}", self.url),
+                    };
+                    let v = VertexInfo {
+                        digest: cx.digest.clone(),
+                        name: cx.name.clone(),
+                        inputs: Vec::new(),
+                    };
+                    self.ctx.session.progress.log(&v, &line);
+                    return Ok(d);
+                }
                 Err(Fetch::Fatal(e)) => return Err(e),
                 Err(Fetch::Transient(e)) if attempt >= limits.attempts => {
                     return Err(e.context(format!("fetching {} failed {attempt} times", self.url)));
@@ -131,7 +143,12 @@ impl HttpOp {
         }
     }
 
-    async fn fetch_once(&self, limits: &Limits) -> std::result::Result<Digest, Fetch> {
+    /// One attempt: the body's digest, and its size if it was downloaded
+    /// (`None`: not modified).
+    async fn fetch_once(
+        &self,
+        limits: &Limits,
+    ) -> std::result::Result<(Digest, Option<u64>), Fetch> {
         let worker = &self.ctx.worker;
         let fact = format!("http.v1:{}", self.url);
         let known: Option<Validators> = worker
@@ -202,11 +219,12 @@ impl HttpOp {
         if status == reqwest::StatusCode::NOT_MODIFIED
             && let Some(k) = known
         {
-            return k
+            let d = k
                 .digest
                 .parse()
                 .context("remembered digest")
-                .map_err(Fetch::Fatal);
+                .map_err(Fetch::Fatal)?;
+            return Ok((d, None));
         }
         if !status.is_success() {
             let e = anyhow::anyhow!("fetching {}: HTTP {status}", self.url);
@@ -278,7 +296,7 @@ impl HttpOp {
                 .map_err(Fetch::Fatal)?;
             worker.records.kv_put(&fact, &json).map_err(Fetch::Fatal)?;
         }
-        Ok(digest)
+        Ok((digest, Some(size)))
     }
 }
 
@@ -340,14 +358,14 @@ impl Op<Ref> for HttpOp {
 
     fn cache_key<'a>(
         &'a self,
-        _cx: &'a OpContext,
+        cx: &'a OpContext,
         _inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<CacheKey>> {
         Box::pin(async move {
             if let Some(c) = &self.checksum {
                 return Ok(self.key(c));
             }
-            let d = self.fetch().await?;
+            let d = self.fetch(cx).await?;
             let key = self.key(&d);
             *self.body.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
             Ok(key)
@@ -387,7 +405,7 @@ impl Op<Ref> for HttpOp {
 
     fn execute<'a>(
         &'a self,
-        _cx: &'a OpContext,
+        cx: &'a OpContext,
         _inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<Vec<Ref>>> {
         Box::pin(async move {
@@ -398,7 +416,7 @@ impl Op<Ref> for HttpOp {
                 Some(d) if self.ctx.worker.content.exists(&d) => d,
                 _ => match &self.checksum {
                     Some(c) if self.ctx.worker.content.exists(c) => c.clone(),
-                    _ => self.fetch().await?,
+                    _ => self.fetch(cx).await?,
                 },
             };
             let worker = self.ctx.worker.clone();
