@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An empty file to use as git's global config, so the user's settings do
+/// not leak in (not `/dev/null`: a test elsewhere may have replaced it).
+fn empty_config() -> &'static Path {
+    static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("kiln-e2e-gitconfig-{}", std::process::id()));
+        std::fs::write(&p, b"").unwrap();
+        p
+    })
+}
+
 /// Runs `git` in `dir` with a fixed identity; panics with stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -17,7 +28,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_NAME", "kiln-e2e")
         .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_GLOBAL", empty_config())
         .output()
         .unwrap_or_else(|e| panic!("spawn git: {e}"));
     assert!(
@@ -68,7 +79,7 @@ impl GitServer {
                 .arg("--listen=127.0.0.1")
                 .arg(format!("--port={port}"))
                 .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_GLOBAL", empty_config())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())

@@ -235,6 +235,16 @@ fn second_build_with_an_unchanged_server_downloads_nothing() {
     assert!(!vertexes(&first.stderr).is_empty(), "{}", stderr(&first));
     assert_eq!(srv.downloads("/etag.txt"), (1, 0));
     assert_eq!(srv.downloads("/dated.txt"), (1, 0));
+    // Progress shows the byte count.
+    assert!(
+        stderr(&first).contains(&format!(
+            "downloaded {} bytes from {}",
+            etagged.len(),
+            srv.url("/etag.txt")
+        )),
+        "{}",
+        stderr(&first)
+    );
     assert_eq!(srv.downloads("/pinned.txt"), (1, 0));
 
     let second = run_ok(&mut b.cmd("2"));
@@ -703,8 +713,13 @@ fn a_fetched_commit_needs_no_fetch_again() {
         "FROM scratch\nADD --keep-git-dir=true {url}#{} /c/\n",
         f.c2
     ));
-    run_ok(&mut b.cmd("3"));
+    let o = run_ok(&mut b.cmd("3"));
     assert_eq!(b.read("3", "c/README"), "v2\n");
+    assert!(
+        stderr(&o).contains(&format!("{} is in the local mirror", f.c2)),
+        "progress says so: {}",
+        stderr(&o)
+    );
     // ...but a branch has to be resolved, even for a step that is cached,
     // which now fails, clearly.
     b.dockerfile(&format!("FROM scratch\nADD {url}#main /d/\n"));
