@@ -755,6 +755,32 @@ fn a_submodule_is_checked_out() {
         !b.dest("1").join("bare/vendor/lib/lib.txt").exists(),
         "submodules=false skips it"
     );
+
+    // A submodule naming a local path on the build host is refused.
+    let sneaky = f.srv.repo("sneaky");
+    sneaky.write("x.txt", "x\n");
+    sneaky.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        lib.bare.to_str().unwrap(),
+        "host",
+    ]);
+    sneaky.commit("local submodule");
+    sneaky.push();
+    b.dockerfile(&format!(
+        "FROM scratch\nADD {}#main /s/\n",
+        f.srv.url("sneaky")
+    ));
+    let o = run_fail(&mut b.cmd("2"));
+    assert!(
+        stderr(&o).contains("transport 'file' not allowed"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!b.dest("2").exists());
 }
 
 #[test]
