@@ -200,28 +200,10 @@ impl GitOp {
             args.push(&peeled);
         }
         let out = self.git(None, &auth).run(&args).await?;
-        // Prefer an exact branch, then tag, then anything; a peeled
-        // annotated tag (`^{}`) names the commit itself.
-        let lines: Vec<(&str, &str)> = out.lines().filter_map(|l| l.split_once('\t')).collect();
-        let pick = |name: &str| lines.iter().find(|(_, n)| *n == name).map(|(s, _)| *s);
-        let (tag_obj, commit) = if r == "HEAD" {
-            (None, pick("HEAD"))
-        } else if let Some(c) = pick(&format!("refs/heads/{r}")) {
-            (None, Some(c))
-        } else if let Some(t) = pick(&format!("refs/tags/{r}")) {
-            (Some(t), pick(&format!("refs/tags/{r}^{{}}")).or(Some(t)))
-        } else {
-            let peeled = lines
-                .iter()
-                .find(|(_, n)| n.ends_with("^{}"))
-                .map(|(s, _)| *s);
-            (None, peeled.or_else(|| lines.first().map(|(s, _)| *s)))
-        };
-        let commit = commit
-            .with_context(|| format!("ref {r:?} not found in {}", self.url))?
-            .to_owned();
+        let (tag_obj, commit) = pick_ref(&out, r);
+        let commit = commit.with_context(|| format!("ref {r:?} not found in {}", self.url))?;
         let mut found = vec![commit.as_str()];
-        found.extend(tag_obj);
+        found.extend(tag_obj.as_deref());
         self.check_checksum(&found, &commit)?;
         Ok(commit)
     }
@@ -403,6 +385,38 @@ impl GitOp {
     }
 }
 
+/// Picks `r` out of `git ls-remote` output: `(tag object, commit)`. An
+/// exact branch wins over a tag of the same name, then anything matching;
+/// an annotated tag's peeled line (`^{}`) names its commit.
+fn pick_ref(ls_remote: &str, r: &str) -> (Option<String>, Option<String>) {
+    let lines: Vec<(&str, &str)> = ls_remote
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .collect();
+    let pick = |name: &str| {
+        lines
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(s, _)| (*s).to_owned())
+    };
+    if r == "HEAD" {
+        return (None, pick("HEAD"));
+    }
+    if let Some(c) = pick(&format!("refs/heads/{r}")) {
+        return (None, Some(c));
+    }
+    if let Some(t) = pick(&format!("refs/tags/{r}")) {
+        let c = pick(&format!("refs/tags/{r}^{{}}")).unwrap_or_else(|| t.clone());
+        return (Some(t), Some(c));
+    }
+    let peeled = lines
+        .iter()
+        .find(|(_, n)| n.ends_with("^{}"))
+        .or(lines.first())
+        .map(|(s, _)| (*s).to_owned());
+    (None, peeled)
+}
+
 /// Submodule URLs come from the repository, so they may not name local
 /// paths (`ext::` is refused by git's defaults already).
 const SUB_NO_FILE: &str = "-c";
@@ -537,5 +551,39 @@ impl Op<Ref> for GitOp {
             let _ = std::fs::remove_dir_all(&work);
             Ok(vec![Ref(Some(id?))])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_ref;
+
+    const LS: &str = "aaaa\trefs/heads/main\n\
+                      bbbb\trefs/tags/main\n\
+                      cccc\trefs/tags/v1\n\
+                      dddd\trefs/tags/v1^{}\n\
+                      eeee\trefs/tags/light\n\
+                      ffff\tHEAD\n";
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn branch_wins_over_a_tag_of_the_same_name() {
+        assert_eq!(pick_ref(LS, "main"), (None, some("aaaa")));
+    }
+
+    #[test]
+    fn annotated_tags_resolve_to_their_commit() {
+        assert_eq!(pick_ref(LS, "v1"), (some("cccc"), some("dddd")));
+        assert_eq!(pick_ref(LS, "light"), (some("eeee"), some("eeee")));
+        assert_eq!(pick_ref(LS, "refs/tags/v1"), (None, some("dddd")));
+    }
+
+    #[test]
+    fn head_and_missing_refs() {
+        assert_eq!(pick_ref(LS, "HEAD"), (None, some("ffff")));
+        assert_eq!(pick_ref("", "nope"), (None, None));
     }
 }
