@@ -1,8 +1,10 @@
 //! Helpers for kiln's end-to-end tests: where the `kiln` binary and the
-//! conformance data are, and small process utilities. Registry and base-image
-//! fixtures live in their own modules.
+//! conformance data are, and small process utilities. Registry, base-image,
+//! HTTP-server and git-server fixtures live in their own modules.
 
 pub mod busybox;
+pub mod gitserver;
+pub mod httpserver;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,20 @@
 //! `git://` sources: a checkout at a commit, keyed by the commit hash.
 //!
-//! The ref is resolved with `git ls-remote` (no clone) unless the
-//! identifier or `git.checksum` already pins a commit; the checkout is a
-//! shallow fetch of that ref. Uses the `git` CLI.
+//! Uses the `git` CLI rather than gix: it speaks every transport and auth
+//! scheme users configure (ssh, smart and dumb http, `git://`, `file://`),
+//! handles submodules, and its checkout is the reference behaviour for
+//! symlinks, modes and hostile trees.
+//!
+//! The ref is resolved with `git ls-remote` (no clone) unless the identifier
+//! pins a commit. Fetched commits are kept in a bare mirror per URL under
+//! `<state>/engine/v1/git/`, so checking out a commit that was fetched
+//! before needs no network beyond resolving the ref. A checkout is made
+//! from the mirror into a temporary dir, submodules are updated from their
+//! own remotes (unless `git.skipsubmodules`), and `.git` is dropped unless
+//! `git.keepgitdir`. `git.checksum` pins the commit (or annotated tag) the
+//! ref must resolve to. `git.authheadersecret` / `git.authtokensecret` name
+//! session secrets sent as an HTTP `Authorization` header through git's
+//! environment config, never on a command line.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,7 +25,7 @@ use kiln_llb::pb;
 use super::{OpCtx, Ref, blocking};
 use crate::cachekey::{CacheKey, KeyBuilder};
 use crate::fsutil;
-use crate::solver::{BoxFuture, Input, Op, OpContext};
+use crate::solver::{BoxFuture, Input, Op, OpContext, ProgressSink, VertexInfo};
 
 pub(crate) struct GitOp {
     ctx: OpCtx,
@@ -21,7 +33,10 @@ pub(crate) struct GitOp {
     reference: String,
     subdir: String,
     keep_git_dir: bool,
+    skip_submodules: bool,
     checksum: Option<String>,
+    auth_header_secret: Option<String>,
+    auth_token_secret: Option<String>,
     commit: Mutex<Option<String>>,
 }
 
@@ -29,27 +44,50 @@ fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String> {
-    let mut cmd = tokio::process::Command::new("git");
-    if let Some(d) = dir {
-        cmd.current_dir(d);
+/// One `git` invocation. `auth` is an `Authorization` header value passed
+/// through `GIT_CONFIG_*` (so it is in no argument list and no config file).
+struct Git<'a> {
+    dir: Option<&'a Path>,
+    auth: Option<(&'a str, &'a str)>,
+}
+
+impl Git<'_> {
+    /// Whether the repository has the object `spec`.
+    async fn has(&self, spec: &str) -> bool {
+        self.run(&["cat-file", "-e", spec]).await.is_ok()
     }
-    cmd.args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .stdin(std::process::Stdio::null());
-    let out = cmd
-        .output()
-        .await
-        .context("running git (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+
+    async fn run(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = tokio::process::Command::new("git");
+        if let Some(d) = self.dir {
+            cmd.current_dir(d);
+        }
+        cmd.args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some((url, header)) = self.auth {
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", format!("http.{url}.extraHeader"))
+                .env("GIT_CONFIG_VALUE_0", format!("Authorization: {header}"));
+        }
+        let out = cmd
+            .output()
+            .await
+            .context("running git (is it installed?)")?;
+        if !out.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.iter()
+                    .find(|a| !a.starts_with('-') && !a.contains('='))
+                    .copied()
+                    .unwrap_or(""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl GitOp {
@@ -68,58 +106,342 @@ impl GitOp {
             return Err(format!("bad git source {:?}", src.identifier));
         }
         fsutil::clean_rel(subdir).map_err(|e| format!("{e:#}"))?;
+        let attr = |k: &str| src.attrs.get(k).cloned().filter(|c| !c.is_empty());
+        let checksum = attr("git.checksum");
+        if let Some(c) = &checksum
+            && (c.len() < 7 || c.len() > 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!(
+                "bad git.checksum {c:?}: expected a commit hash (7 to 40 hex digits)"
+            ));
+        }
         Ok(GitOp {
             ctx,
             url,
             reference: reference.to_owned(),
             subdir: subdir.to_owned(),
             keep_git_dir: src.attrs.get("git.keepgitdir").is_some_and(|v| v == "true"),
-            checksum: src
+            skip_submodules: src
                 .attrs
-                .get("git.checksum")
-                .cloned()
-                .filter(|c| !c.is_empty()),
+                .get("git.skipsubmodules")
+                .is_some_and(|v| v == "true"),
+            checksum: checksum.map(|c| c.to_ascii_lowercase()),
+            auth_header_secret: attr("git.authheadersecret"),
+            auth_token_secret: attr("git.authtokensecret"),
             commit: Mutex::new(None),
         })
     }
 
-    async fn resolve(&self) -> Result<String> {
-        if let Some(c) = &self.checksum
-            && is_sha(c)
+    /// The `Authorization` header value from the session's secrets, if the
+    /// named secrets are present (BuildKit sets default IDs, so a missing
+    /// secret just means no auth).
+    fn auth(&self) -> Option<String> {
+        let secrets = &self.ctx.session.secrets;
+        if let Some(h) = self
+            .auth_header_secret
+            .as_ref()
+            .and_then(|id| secrets.get(id))
         {
-            return Ok(c.to_lowercase());
+            return Some(String::from_utf8_lossy(h).trim().to_owned());
         }
+        let token = self
+            .auth_token_secret
+            .as_ref()
+            .and_then(|id| secrets.get(id))?;
+        use base64::Engine as _;
+        let creds = format!("x-access-token:{}", String::from_utf8_lossy(token).trim());
+        Some(format!(
+            "basic {}",
+            base64::engine::general_purpose::STANDARD.encode(creds)
+        ))
+    }
+
+    fn git<'a>(&'a self, dir: Option<&'a Path>, auth: &'a Option<String>) -> Git<'a> {
+        Git {
+            dir,
+            auth: auth.as_deref().map(|h| (self.url.as_str(), h)),
+        }
+    }
+
+    fn check_checksum(&self, found: &[&str], commit: &str) -> Result<()> {
+        if let Some(c) = &self.checksum
+            && !found.iter().any(|f| f.starts_with(c.as_str()))
+        {
+            let r = if self.reference.is_empty() {
+                "HEAD"
+            } else {
+                &self.reference
+            };
+            bail!(
+                "{} at {r} is commit {commit}, not the expected checksum {c}",
+                self.url
+            );
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self) -> Result<String> {
         if is_sha(&self.reference) {
-            return Ok(self.reference.to_lowercase());
+            let commit = self.reference.to_lowercase();
+            self.check_checksum(&[&commit], &commit)?;
+            return Ok(commit);
         }
         let r = if self.reference.is_empty() {
             "HEAD"
         } else {
             self.reference.as_str()
         };
-        let out = git(None, &["ls-remote", "--", &self.url, r]).await?;
-        let mut found = None;
-        for line in out.lines() {
-            let Some((sha, name)) = line.split_once('\t') else {
-                continue;
-            };
-            // A peeled annotated tag names the commit itself.
-            if name.ends_with("^{}") {
-                found = Some(sha.to_owned());
-                break;
-            }
-            if found.is_none() {
-                found = Some(sha.to_owned());
-            }
+        let auth = self.auth();
+        // Without the `^{}` pattern ls-remote leaves out the peeled line
+        // of an annotated tag.
+        let peeled = format!("{r}^{{}}");
+        let mut args = vec!["ls-remote", "--", &self.url, r];
+        if r != "HEAD" {
+            args.push(&peeled);
         }
-        let commit = found.with_context(|| format!("ref {r:?} not found in {}", self.url))?;
-        if let Some(c) = &self.checksum
-            && !commit.starts_with(c.as_str())
-        {
-            bail!("{} at {r} is {commit}, not the expected {c}", self.url);
-        }
+        let out = self.git(None, &auth).run(&args).await?;
+        let (tag_obj, commit) = pick_ref(&out, r);
+        let commit = commit.with_context(|| format!("ref {r:?} not found in {}", self.url))?;
+        let mut found = vec![commit.as_str()];
+        found.extend(tag_obj.as_deref());
+        self.check_checksum(&found, &commit)?;
         Ok(commit)
     }
+
+    fn ref_name(&self) -> &str {
+        if self.reference.is_empty() {
+            "HEAD"
+        } else {
+            &self.reference
+        }
+    }
+
+    fn resolved(&self) -> Option<String> {
+        self.commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where the commit last solved for this URL and ref is remembered,
+    /// for `--explain-cache`.
+    fn last_fact(&self) -> String {
+        format!("git.v1.last:{}#{}", self.url, self.ref_name())
+    }
+
+    /// The bare mirror of this URL (created on first use).
+    async fn mirror(&self) -> Result<PathBuf> {
+        let dir = self
+            .ctx
+            .worker
+            .dir
+            .join("git")
+            .join(&crate::cachekey::sha256_digest(self.url.as_bytes())["sha256:".len()..]);
+        if !dir.join("HEAD").is_file() {
+            let tmp = self
+                .ctx
+                .worker
+                .dir
+                .join("tmp")
+                .join(format!("mirror-{}", kiln_store::fsutil::random_hex()?));
+            fs_err::create_dir_all(&tmp)?;
+            Git {
+                dir: Some(&tmp),
+                auth: None,
+            }
+            .run(&["init", "-q", "--bare"])
+            .await?;
+            fs_err::create_dir_all(dir.parent().context("mirror dir has a parent")?)?;
+            if let Err(e) = std::fs::rename(&tmp, &dir) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                if !dir.join("HEAD").is_file() {
+                    return Err(e).with_context(|| format!("creating {}", dir.display()));
+                }
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Makes sure the mirror holds `commit`, fetching only when it does
+    /// not; says whether it fetched.
+    async fn fill_mirror(&self, mirror: &Path, commit: &str) -> Result<bool> {
+        let m = Git {
+            dir: Some(mirror),
+            auth: None,
+        };
+        let keep = format!("refs/kiln/{commit}");
+        let spec = format!("{commit}^{{commit}}");
+        if m.has(&spec).await {
+            return Ok(false);
+        }
+        let auth = self.auth();
+        let net = self.git(Some(mirror), &auth);
+        let want = if self.reference.is_empty() || is_sha(&self.reference) {
+            commit.to_owned()
+        } else {
+            self.reference.clone()
+        };
+        let by_name = net
+            .run(&[
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--depth",
+                "1",
+                "--",
+                &self.url,
+                &format!("+{want}:{keep}"),
+            ])
+            .await;
+        if by_name.is_err() || !m.has(&spec).await {
+            // Servers that refuse shallow fetches, or fetches by hash, and
+            // refs that moved since they were resolved: fetch everything.
+            net.run(&[
+                "fetch",
+                "-q",
+                "--tags",
+                "--",
+                &self.url,
+                "+refs/heads/*:refs/heads/*",
+            ])
+            .await?;
+        }
+        if !m.has(&spec).await {
+            bail!(
+                "commit {commit} is not in {} (the ref moved while fetching?)",
+                self.url
+            );
+        }
+        m.run(&["update-ref", &keep, commit]).await?;
+        Ok(true)
+    }
+
+    /// Checks `commit` out of the mirror into `work` (an empty dir).
+    async fn checkout(&self, mirror: &Path, work: &Path, commit: &str) -> Result<()> {
+        let w = Git {
+            dir: Some(work),
+            auth: None,
+        };
+        w.run(&["init", "-q"]).await?;
+        let from = mirror.to_str().context("state dir path is not UTF-8")?;
+        Git {
+            dir: Some(work),
+            auth: None,
+        }
+        .run(&[
+            "-c",
+            "protocol.file.allow=always",
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--depth",
+            "1",
+            "--",
+            from,
+            &format!("refs/kiln/{commit}"),
+        ])
+        .await?;
+        w.run(&["-c", "advice.detachedHead=false", "checkout", "-q", commit])
+            .await?;
+        let _ = std::fs::remove_file(work.join(".git/FETCH_HEAD"));
+        w.run(&["remote", "add", "origin", "--", &self.url]).await?;
+        if !self.skip_submodules && work.join(".gitmodules").is_file() {
+            let auth = self.auth();
+            let net = self.git(Some(work), &auth);
+            let shallow = net
+                .run(&[
+                    SUB_NO_FILE,
+                    SUB_NO_FILE_V,
+                    "submodule",
+                    "update",
+                    "--init",
+                    "--recursive",
+                    "--depth",
+                    "1",
+                ])
+                .await;
+            if shallow.is_err() {
+                net.run(&[
+                    SUB_NO_FILE,
+                    SUB_NO_FILE_V,
+                    "submodule",
+                    "update",
+                    "--init",
+                    "--recursive",
+                ])
+                .await
+                .context("checking out submodules")?;
+            }
+        }
+        let head = w.run(&["rev-parse", "HEAD"]).await?;
+        if head.trim() != commit {
+            bail!(
+                "checkout of {} is at {}, expected {commit}",
+                self.url,
+                head.trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Picks `r` out of `git ls-remote` output: `(tag object, commit)`. An
+/// exact branch wins over a tag of the same name, then anything matching;
+/// an annotated tag's peeled line (`^{}`) names its commit.
+fn pick_ref(ls_remote: &str, r: &str) -> (Option<String>, Option<String>) {
+    let lines: Vec<(&str, &str)> = ls_remote
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .collect();
+    let pick = |name: &str| {
+        lines
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(s, _)| (*s).to_owned())
+    };
+    if r == "HEAD" {
+        return (None, pick("HEAD"));
+    }
+    if let Some(c) = pick(&format!("refs/heads/{r}")) {
+        return (None, Some(c));
+    }
+    if let Some(t) = pick(&format!("refs/tags/{r}")) {
+        let c = pick(&format!("refs/tags/{r}^{{}}")).unwrap_or_else(|| t.clone());
+        return (Some(t), Some(c));
+    }
+    let peeled = lines
+        .iter()
+        .find(|(_, n)| n.ends_with("^{}"))
+        .or(lines.first())
+        .map(|(s, _)| (*s).to_owned());
+    (None, peeled)
+}
+
+/// Submodule URLs come from the repository, so they may not name local
+/// paths (`ext::` is refused by git's defaults already).
+const SUB_NO_FILE: &str = "-c";
+const SUB_NO_FILE_V: &str = "protocol.file.allow=never";
+
+/// Removes `.git` from a checkout and the `.git` files of its submodules
+/// (they point into the removed dir). Symlinks are not followed.
+fn drop_git_dirs(root: &Path) -> Result<()> {
+    fn walk(dir: &Path) -> Result<()> {
+        for e in fs_err::read_dir(dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if e.file_name() == ".git" {
+                if ft.is_dir() {
+                    fs_err::remove_dir_all(e.path())?;
+                } else {
+                    fs_err::remove_file(e.path())?;
+                }
+            } else if ft.is_dir() {
+                walk(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+    walk(root)
 }
 
 impl Op<Ref> for GitOp {
@@ -138,15 +460,39 @@ impl Op<Ref> for GitOp {
                 .str(&commit)
                 .str(&self.subdir)
                 .u64(self.keep_git_dir as u64)
+                .u64(self.skip_submodules as u64)
                 .finish();
             *self.commit.lock().unwrap_or_else(|p| p.into_inner()) = Some(commit);
             Ok(key)
         })
     }
 
+    fn explain_miss<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+        _inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let now = self.resolved().unwrap_or_default();
+            let r = self.ref_name();
+            match self.ctx.worker.records.kv_get(&self.last_fact()) {
+                Ok(Some(old)) if old != now => {
+                    format!("{} {r} moved from {old} to {now}", self.url)
+                }
+                _ => format!("no record for {} at {r} ({now})", self.url),
+            }
+        })
+    }
+
+    fn after_solve(&self, _key: &CacheKey, _inputs: &[Input<Ref>]) {
+        if let Some(c) = self.resolved() {
+            let _ = self.ctx.worker.records.kv_put(&self.last_fact(), &c);
+        }
+    }
+
     fn execute<'a>(
         &'a self,
-        _cx: &'a OpContext,
+        cx: &'a OpContext,
         _inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<Vec<Ref>>> {
         Box::pin(async move {
@@ -163,59 +509,21 @@ impl Op<Ref> for GitOp {
                 .join(format!("git-{}", kiln_store::fsutil::random_hex()?));
             fs_err::create_dir_all(&work)?;
             let r = async {
-                git(Some(&work), &["init", "-q"]).await?;
-                let want = if self.reference.is_empty() || is_sha(&self.reference) {
-                    commit.clone()
+                let lock = worker.local_lock(&format!("git-mirror:{}", self.url));
+                let _guard = lock.lock().await;
+                let mirror = self.mirror().await?;
+                let line = if self.fill_mirror(&mirror, &commit).await? {
+                    format!("fetched {commit} from {}", self.url)
                 } else {
-                    self.reference.clone()
+                    format!("{commit} is in the local mirror of {}: no fetch", self.url)
                 };
-                if git(
-                    Some(&work),
-                    &["fetch", "-q", "--depth", "1", "--", &self.url, &want],
-                )
-                .await
-                .is_err()
-                {
-                    // Servers that refuse shallow fetches by name or hash: fetch all.
-                    git(
-                        Some(&work),
-                        &[
-                            "fetch",
-                            "-q",
-                            "--tags",
-                            "--",
-                            &self.url,
-                            "+refs/heads/*:refs/remotes/origin/*",
-                        ],
-                    )
-                    .await?;
-                    git(
-                        Some(&work),
-                        &["-c", "advice.detachedHead=false", "checkout", "-q", &commit],
-                    )
-                    .await?;
-                } else {
-                    git(
-                        Some(&work),
-                        &[
-                            "-c",
-                            "advice.detachedHead=false",
-                            "checkout",
-                            "-q",
-                            "FETCH_HEAD",
-                        ],
-                    )
-                    .await?;
-                }
-                let head = git(Some(&work), &["rev-parse", "HEAD"]).await?;
-                if head.trim() != commit {
-                    bail!(
-                        "{} moved while fetching: expected {commit}, got {}",
-                        self.url,
-                        head.trim()
-                    );
-                }
-                Ok(())
+                let v = VertexInfo {
+                    digest: cx.digest.clone(),
+                    name: cx.name.clone(),
+                    inputs: Vec::new(),
+                };
+                self.ctx.session.progress.log(&v, &line);
+                self.checkout(&mirror, &work, &commit).await
             }
             .await;
             let subdir = self.subdir.clone();
@@ -225,7 +533,7 @@ impl Op<Ref> for GitOp {
                     let work2 = work.clone();
                     blocking(move || {
                         if !keep {
-                            let _ = std::fs::remove_dir_all(work2.join(".git"));
+                            drop_git_dirs(&work2)?;
                         }
                         let src = fsutil::resolve(&work2, &subdir, true)?;
                         if !src.is_dir() {
@@ -243,5 +551,39 @@ impl Op<Ref> for GitOp {
             let _ = std::fs::remove_dir_all(&work);
             Ok(vec![Ref(Some(id?))])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_ref;
+
+    const LS: &str = "aaaa\trefs/heads/main\n\
+                      bbbb\trefs/tags/main\n\
+                      cccc\trefs/tags/v1\n\
+                      dddd\trefs/tags/v1^{}\n\
+                      eeee\trefs/tags/light\n\
+                      ffff\tHEAD\n";
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn branch_wins_over_a_tag_of_the_same_name() {
+        assert_eq!(pick_ref(LS, "main"), (None, some("aaaa")));
+    }
+
+    #[test]
+    fn annotated_tags_resolve_to_their_commit() {
+        assert_eq!(pick_ref(LS, "v1"), (some("cccc"), some("dddd")));
+        assert_eq!(pick_ref(LS, "light"), (some("eeee"), some("eeee")));
+        assert_eq!(pick_ref(LS, "refs/tags/v1"), (None, some("dddd")));
+    }
+
+    #[test]
+    fn head_and_missing_refs() {
+        assert_eq!(pick_ref(LS, "HEAD"), (None, some("ffff")));
+        assert_eq!(pick_ref("", "nope"), (None, None));
     }
 }

@@ -2,23 +2,31 @@
 //!
 //! With `http.checksum` the key is that digest and nothing is fetched
 //! until the vertex must run (the download is then verified against it).
-//! Without it the body is fetched to compute the key; the last ETag and
-//! digest of each URL are remembered, so an unchanged resource answers
-//! `304 Not Modified` and is not downloaded again. Bodies live in the
-//! content store.
+//! Without it the body is fetched to compute the key; the last ETag or
+//! Last-Modified date and digest of each URL are remembered, so an
+//! unchanged resource answers `304 Not Modified` and is not downloaded
+//! again. Bodies live in the content store; a body that fails its checksum
+//! or the size cap is dropped with its ingest file.
+//!
+//! Downloads are bounded (see [`Limits`]): transient failures are retried
+//! with exponential backoff, redirects are capped, connecting and stalled
+//! reads time out, and the body may not exceed `KILN_HTTP_MAX_BYTES`.
+//! `http.authheadersecret` names a session secret sent as the
+//! `Authorization` header; `http.header.<Name>` attrs are sent as given.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use kiln_llb::pb;
 use kiln_store::Digest;
 
 use super::{OpCtx, Ref, blocking};
 use crate::cachekey::{CacheKey, KeyBuilder};
 use crate::fsutil;
-use crate::solver::{BoxFuture, Input, Op, OpContext};
+use crate::solver::{BoxFuture, Input, Op, OpContext, ProgressSink, VertexInfo};
 
 pub(crate) struct HttpOp {
     ctx: OpCtx,
@@ -31,6 +39,8 @@ pub(crate) struct HttpOp {
     headers: Vec<(String, String)>,
     auth_secret: Option<String>,
     body: Mutex<Option<Digest>>,
+    /// The digest remembered from an earlier download, for explanations.
+    previous: Mutex<Option<String>>,
 }
 
 impl HttpOp {
@@ -84,6 +94,7 @@ impl HttpOp {
             headers,
             auth_secret: a.get("http.authheadersecret").cloned(),
             body: Mutex::new(None),
+            previous: Mutex::new(None),
         })
     }
 
@@ -97,69 +108,247 @@ impl HttpOp {
             .finish()
     }
 
-    /// Fetches the body into the content store (or finds it unchanged).
-    async fn fetch(&self) -> Result<Digest> {
+    /// Fetches the body into the content store (or finds it unchanged),
+    /// retrying transient failures (connection errors, timeouts, 5xx, 429)
+    /// with exponential backoff.
+    async fn fetch(&self, cx: &OpContext) -> Result<Digest> {
+        let limits = Limits::from_env()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_once(&limits).await {
+                Ok((d, bytes)) => {
+                    let line = match bytes {
+                        Some(n) => format!("downloaded {n} bytes from {}: {d}", self.url),
+                        None => format!("{} not modified: {d}", self.url),
+                    };
+                    let v = VertexInfo {
+                        digest: cx.digest.clone(),
+                        name: cx.name.clone(),
+                        inputs: Vec::new(),
+                    };
+                    self.ctx.session.progress.log(&v, &line);
+                    return Ok(d);
+                }
+                Err(Fetch::Fatal(e)) => return Err(e),
+                Err(Fetch::Transient(e)) if attempt >= limits.attempts => {
+                    return Err(e.context(format!("fetching {} failed {attempt} times", self.url)));
+                }
+                Err(Fetch::Transient(e)) => {
+                    let wait = limits.backoff * 2u32.pow(attempt - 1);
+                    tracing::warn!(url = %self.url, attempt, error = %format!("{e:#}"), "retrying download");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt: the body's digest, and its size if it was downloaded
+    /// (`None`: not modified).
+    async fn fetch_once(
+        &self,
+        limits: &Limits,
+    ) -> std::result::Result<(Digest, Option<u64>), Fetch> {
         let worker = &self.ctx.worker;
-        let fact = format!("http:{}", self.url);
-        let known: Option<(String, Digest)> = worker
+        let fact = format!("http.v1:{}", self.url);
+        let known: Option<Validators> = worker
             .records
-            .kv_get(&fact)?
-            .and_then(|s| {
-                let (etag, d) = s.rsplit_once(' ')?;
-                Some((etag.to_owned(), d.parse().ok()?))
-            })
-            .filter(|(_, d)| worker.content.exists(d));
-        let client = reqwest::Client::new();
+            .kv_get(&fact)
+            .map_err(Fetch::Fatal)?
+            .and_then(|s| serde_json::from_str::<Validators>(&s).ok())
+            .filter(|v| {
+                v.digest
+                    .parse::<Digest>()
+                    .is_ok_and(|d| worker.content.exists(&d))
+            });
+        if let Some(k) = &known {
+            *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(k.digest.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .connect_timeout(limits.connect_timeout)
+            .read_timeout(limits.read_timeout)
+            .build()
+            .context("setting up the HTTP client")
+            .map_err(Fetch::Fatal)?;
         let mut req = client.get(&self.url);
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
         if let Some(id) = &self.auth_secret {
-            let secret = self.ctx.session.secrets.get(id).with_context(|| {
-                format!("secret {id:?} (http.authheadersecret) is not provided by the session")
-            })?;
-            req = req.header(
-                "Authorization",
-                String::from_utf8_lossy(secret).into_owned(),
+            let secret = self
+                .ctx
+                .session
+                .secrets
+                .get(id)
+                .with_context(|| {
+                    format!("secret {id:?} (http.authheadersecret) is not provided by the session")
+                })
+                .map_err(Fetch::Fatal)?;
+            let mut v = reqwest::header::HeaderValue::from_bytes(secret.trim_ascii_end()).map_err(
+                |_| {
+                    Fetch::Fatal(anyhow::anyhow!(
+                        "secret {id:?} (http.authheadersecret) is not a valid header value"
+                    ))
+                },
+            )?;
+            v.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, v);
+        }
+        if let (None, Some(k)) = (&self.checksum, &known) {
+            if let Some(etag) = &k.etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
+            } else if let Some(lm) = &k.last_modified {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm.as_str());
+            }
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_redirect() || e.is_builder() => {
+                return Err(Fetch::Fatal(
+                    anyhow::Error::new(e).context(format!("fetching {}", self.url)),
+                ));
+            }
+            Err(e) => {
+                return Err(Fetch::Transient(
+                    anyhow::Error::new(e).context(format!("fetching {}", self.url)),
+                ));
+            }
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED
+            && let Some(k) = known
+        {
+            let d = k
+                .digest
+                .parse()
+                .context("remembered digest")
+                .map_err(Fetch::Fatal)?;
+            return Ok((d, None));
+        }
+        if !status.is_success() {
+            let e = anyhow::anyhow!("fetching {}: HTTP {status}", self.url);
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Fetch::Transient(e)
+                } else {
+                    Fetch::Fatal(e)
+                },
             );
         }
-        if let (None, Some((etag, _))) = (&self.checksum, &known) {
-            req = req.header("If-None-Match", etag.as_str());
-        }
-        let mut resp = req
-            .send()
-            .await
-            .with_context(|| format!("fetching {}", self.url))?;
-        if resp.status() == reqwest::StatusCode::NOT_MODIFIED
-            && let Some((_, d)) = known
+        let too_big = |n: u64| {
+            Fetch::Fatal(anyhow::anyhow!(
+                "{}: the body ({n} bytes or more) is larger than the download limit of {} bytes \
+                 (set {MAX_BYTES_ENV} to raise it)",
+                self.url,
+                limits.max_bytes
+            ))
+        };
+        if let Some(n) = resp.content_length()
+            && n > limits.max_bytes
         {
-            return Ok(d);
+            return Err(too_big(n));
         }
-        if !resp.status().is_success() {
-            bail!("fetching {}: HTTP {}", self.url, resp.status());
-        }
-        let etag = resp
-            .headers()
-            .get(reqwest::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut w = worker.content.writer()?;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .with_context(|| format!("reading {}", self.url))?
-        {
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let etag = header(reqwest::header::ETAG);
+        let last_modified = header(reqwest::header::LAST_MODIFIED);
+        let mut w = worker
+            .content
+            .writer()
+            .context("opening a content store writer")
+            .map_err(Fetch::Fatal)?;
+        let mut size = 0u64;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Fetch::Transient(
+                        anyhow::Error::new(e).context(format!("reading {}", self.url)),
+                    ));
+                }
+            };
+            size += chunk.len() as u64;
+            if size > limits.max_bytes {
+                return Err(too_big(size));
+            }
             w.write_all(&chunk)
-                .context("writing into the content store")?;
+                .context("writing into the content store")
+                .map_err(Fetch::Fatal)?;
         }
         let (digest, _) = w
             .commit(self.checksum.as_ref())
-            .with_context(|| format!("content of {} does not match its checksum", self.url))?;
-        if let Some(etag) = etag {
-            worker.records.kv_put(&fact, &format!("{etag} {digest}"))?;
+            .with_context(|| format!("content of {} does not match its checksum", self.url))
+            .map_err(Fetch::Fatal)?;
+        if etag.is_some() || last_modified.is_some() {
+            let v = Validators {
+                etag,
+                last_modified,
+                digest: digest.to_string(),
+            };
+            let json = serde_json::to_string(&v)
+                .context("encoding validators")
+                .map_err(Fetch::Fatal)?;
+            worker.records.kv_put(&fact, &json).map_err(Fetch::Fatal)?;
         }
-        Ok(digest)
+        Ok((digest, Some(size)))
     }
+}
+
+/// Redirects followed before a download fails (a loop ends here).
+const MAX_REDIRECTS: usize = 10;
+
+/// Environment variable holding the download size cap in bytes.
+pub(crate) const MAX_BYTES_ENV: &str = "KILN_HTTP_MAX_BYTES";
+
+/// Limits of one download.
+struct Limits {
+    max_bytes: u64,
+    attempts: u32,
+    backoff: Duration,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl Limits {
+    /// Defaults: 8 GiB, 4 attempts from 500 ms backoff, 30 s to connect and
+    /// 120 s without a byte. `KILN_HTTP_MAX_BYTES` overrides the size cap.
+    fn from_env() -> Result<Limits> {
+        let max_bytes = match std::env::var(MAX_BYTES_ENV) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .with_context(|| format!("{MAX_BYTES_ENV}={v:?} is not a number of bytes"))?,
+            Err(_) => 8 << 30,
+        };
+        Ok(Limits {
+            max_bytes,
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+        })
+    }
+}
+
+/// Why one attempt failed: worth another try, or not.
+enum Fetch {
+    Transient(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+/// What a server said about the body last time, for revalidation; stored
+/// as JSON under `http.v1:<url>`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    digest: String,
 }
 
 impl Op<Ref> for HttpOp {
@@ -169,32 +358,65 @@ impl Op<Ref> for HttpOp {
 
     fn cache_key<'a>(
         &'a self,
-        _cx: &'a OpContext,
+        cx: &'a OpContext,
         _inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<CacheKey>> {
         Box::pin(async move {
             if let Some(c) = &self.checksum {
                 return Ok(self.key(c));
             }
-            let d = self.fetch().await?;
+            let d = self.fetch(cx).await?;
             let key = self.key(&d);
             *self.body.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
             Ok(key)
         })
     }
 
+    fn explain_miss<'a>(
+        &'a self,
+        _key: &'a CacheKey,
+        _inputs: &'a [Input<Ref>],
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let now = self
+                .body
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|d| d.to_string());
+            let before = self
+                .previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match (&self.checksum, before, now) {
+                (Some(c), _, _) => format!("no record for {} with checksum {c}", self.url),
+                (None, Some(b), Some(n)) if b != n => {
+                    format!("content of {} changed from {b} to {n}", self.url)
+                }
+                (None, _, n) => format!(
+                    "no record for {} with content {}",
+                    self.url,
+                    n.unwrap_or_default()
+                ),
+            }
+        })
+    }
+
     fn execute<'a>(
         &'a self,
-        _cx: &'a OpContext,
+        cx: &'a OpContext,
         _inputs: &'a [Input<Ref>],
     ) -> BoxFuture<'a, Result<Vec<Ref>>> {
         Box::pin(async move {
             let known = self.body.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            // The body found while keying may have been collected since
+            // (it is an unreferenced blob): fetch it again then.
             let digest = match known {
-                Some(d) => d,
-                None => match &self.checksum {
+                Some(d) if self.ctx.worker.content.exists(&d) => d,
+                _ => match &self.checksum {
                     Some(c) if self.ctx.worker.content.exists(c) => c.clone(),
-                    _ => self.fetch().await?,
+                    _ => self.fetch(cx).await?,
                 },
             };
             let worker = self.ctx.worker.clone();
