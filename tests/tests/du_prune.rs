@@ -351,3 +351,64 @@ fn gc_policy_keeps_usage_under_the_bound_over_twenty_builds() {
         19u32.to_le_bytes().repeat(100_000)
     );
 }
+
+#[test]
+fn git_mirrors_are_listed_and_pruned() {
+    if !require_tool("git") {
+        return;
+    }
+    let srv = kiln_e2e::gitserver::GitServer::start();
+    let repo = srv.repo("app");
+    repo.write("README", "hello\n");
+    repo.commit("one");
+    repo.push();
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let ctx = context(
+        &format!("FROM scratch\nADD {}#main /src/\n", srv.url("app")),
+        &[],
+    );
+    build(root.path(), ctx.path(), &out.path().join("1"));
+    assert_eq!(
+        std::fs::read(out.path().join("1/src/README")).unwrap(),
+        b"hello\n"
+    );
+    let mirror = |rows: &[Value]| -> Vec<Value> {
+        rows.iter()
+            .filter(|r| r["id"].as_str().unwrap_or("").starts_with("gitmirror:"))
+            .cloned()
+            .collect()
+    };
+    let rows = du_rows(root.path());
+    let m = mirror(&rows);
+    assert_eq!(m.len(), 1, "{rows:?}");
+    assert_eq!(m[0]["type"], "source.git.checkout");
+    assert!(m[0]["size"].as_u64().unwrap() > 0);
+    // Just fetched: a build may still be using it, so it stays.
+    run_ok(kiln(root.path()).args(["prune", "--all"]));
+    assert_eq!(mirror(&du_rows(root.path())).len(), 1);
+    // Ten minutes later it is reclaimable and prune removes it.
+    let dir = root.path().join("engine/v1/git").join(
+        m[0]["id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("gitmirror:"),
+    );
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for p in [dir.clone(), dir.join("FETCH_HEAD")] {
+        if p.exists() {
+            std::fs::File::options()
+                .write(p.is_file())
+                .read(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+    let p = run_ok(kiln(root.path()).args(["prune", "--all", "--format=json"]));
+    let removed: Vec<Value> = serde_json::from_slice(&p.stdout).unwrap();
+    assert!(removed.iter().any(|r| r["id"] == m[0]["id"]), "{removed:?}");
+    assert!(!dir.exists());
+    assert!(mirror(&du_rows(root.path())).is_empty());
+}

@@ -5,7 +5,9 @@
 //! - a cache record owns the snapshots it produced, the layer chain
 //!   snapshots only it reaches (e.g. a pulled image's base layers), their
 //!   checksum files and the layer blobs packed from or unpacked into them;
-//! - `exec.cachemount` rows are cache mount directories;
+//! - `exec.cachemount` rows are cache mount directories, and
+//!   `source.git.checkout` rows named `gitmirror:…` the git sources' bare
+//!   mirrors;
 //! - `frontend` is compiled and pulled frontends (pinned blobs);
 //! - `internal` rows are the metadata database and other engine state, and
 //!   snapshots or blobs no record reaches (reclaimable once older than
@@ -120,6 +122,7 @@ fn layout(worker: &Worker) -> Layout {
         blobs: worker.content.root().join("blobs").join("sha256"),
         sums: worker.dir.join("sums"),
         cachemounts: worker.dir.join("cachemounts"),
+        git: worker.dir.join("git"),
         frontends: root.join("frontends"),
         root,
     }
@@ -381,6 +384,26 @@ fn picture(worker: &Worker) -> Result<Picture> {
             prunable: true,
         });
     }
+    for (cat, b) in &walk.by {
+        let Cat::GitMirror(name) = cat else { continue };
+        let p = lay.git.join(name);
+        // A fetch rewrites FETCH_HEAD; a mirror touched within the grace
+        // period may be in use by a running build.
+        let used = mtime_secs(&p).max(mtime_secs(&p.join("FETCH_HEAD")));
+        let young = t.saturating_sub(used) <= grace;
+        rows.push(UsageRecord {
+            id: format!("gitmirror:{name}"),
+            kind: "source.git.checkout".into(),
+            snapshots: Vec::new(),
+            size: *b,
+            created: mtime_secs(&p),
+            last_used: used,
+            usage_count: 0,
+            description: format!("git mirror {}", &name[..name.len().min(12)]),
+            in_use: young,
+            prunable: true,
+        });
+    }
     rows.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.id.cmp(&b.id)));
     Ok(Picture {
         rows,
@@ -551,6 +574,11 @@ fn prune_once(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRecord>> 
             }
             "internal" => {
                 released.extend(r.snapshots.iter().filter_map(|s| s.parse().ok()));
+            }
+            _ if r.id.starts_with("gitmirror:") => {
+                if let Some(name) = r.id.strip_prefix("gitmirror:") {
+                    let _ = std::fs::remove_dir_all(worker.dir.join("git").join(name));
+                }
             }
             _ => {
                 worker.records.remove(&r.id)?;

@@ -14,6 +14,8 @@ pub(crate) enum Cat {
     Blob(String),
     /// A cache mount dir, by name.
     CacheMount(String),
+    /// A git source's bare mirror, by name.
+    GitMirror(String),
     /// Compiled frontends.
     Frontend,
     /// Everything else: metadata, views, temp and runtime state.
@@ -34,6 +36,7 @@ pub(crate) struct Layout {
     pub blobs: PathBuf,
     pub sums: PathBuf,
     pub cachemounts: PathBuf,
+    pub git: PathBuf,
     pub frontends: PathBuf,
 }
 
@@ -59,6 +62,9 @@ impl Layout {
         }
         if let Some(name) = first(&self.cachemounts) {
             return Cat::CacheMount(name);
+        }
+        if let Some(name) = first(&self.git) {
+            return Cat::GitMirror(name);
         }
         if p.starts_with(&self.frontends) {
             return Cat::Frontend;
