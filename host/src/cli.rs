@@ -575,6 +575,14 @@ fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::R
         let (k, v) = l
             .split_once('=')
             .with_context(|| format!("--local {l:?} must be NAME=DIR"))?;
+        // `--local context=URL` builds from a git repository or an http(s)
+        // resource, as `docker build URL` does: the frontend's `context`.
+        if k == "context" && (v.contains("://") || v.starts_with("git@")) {
+            frontend_opts
+                .entry("context".to_string())
+                .or_insert_with(|| v.to_string());
+            continue;
+        }
         let dir = PathBuf::from(v);
         if !dir.is_dir() {
             bail!("--local {k}={v}: {v} is not a directory");

@@ -15,7 +15,6 @@ use std::process::{Command, Output, Stdio};
 use kiln_e2e::gitserver::{GitServer, Repo, git};
 use kiln_e2e::httpserver::{HttpServer, Route};
 use kiln_e2e::{kiln, raw_tar, require_tool, run_fail, run_ok};
-use serde_json::Value;
 use sha2::Digest as _;
 
 fn sha256(b: &[u8]) -> String {
@@ -75,20 +74,7 @@ impl Build {
 
 /// The vertexes of a rawjson progress stream: digest → (name, cached).
 fn vertexes(stderr: &[u8]) -> BTreeMap<String, (String, bool)> {
-    let mut out: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(stderr).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for vx in v["vertexes"].as_array().into_iter().flatten() {
-            let d = vx["digest"].as_str().unwrap_or_default().to_string();
-            let name = vx["name"].as_str().unwrap_or_default().to_string();
-            let cached = vx["cached"].as_bool().unwrap_or(false);
-            let e = out.entry(d).or_insert((name, cached));
-            e.1 |= cached;
-        }
-    }
-    out
+    kiln_e2e::rawjson_vertexes(stderr)
 }
 
 /// Whether any vertex whose name contains `needle` ran (was not cached);
@@ -945,4 +931,81 @@ fn pipe(dir: &Path, args: &[&str], input: &[u8]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A tar.gz of `(path, content)` files.
+fn tgz(files: &[(&str, &str)]) -> Vec<u8> {
+    let entries: Vec<(&str, u8, &str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (*p, b'0', "", c.as_bytes()))
+        .collect();
+    gzip(&raw_tar(&entries))
+}
+
+#[test]
+fn remote_build_contexts_from_git_a_tarball_and_a_dockerfile_url() {
+    let Some(f) = fixture() else { return };
+    let srv = HttpServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let build = |context: &str, dest: &str| {
+        let mut c = kiln(root.path());
+        c.args(["build", "--frontend", "dockerfile.v0", "--progress=plain"])
+            .arg(format!("--local=context={context}"))
+            .arg(format!(
+                "--output=type=local,dest={}",
+                out.path().join(dest).display()
+            ));
+        run_ok(&mut c)
+    };
+
+    // A git repository: the Dockerfile and the files come from the commit.
+    f.repo
+        .write("Dockerfile", "FROM scratch\nCOPY README /from-git/\n")
+        .write("README", "from the repository\n");
+    f.repo.commit("with a Dockerfile");
+    f.repo.push();
+    build(&format!("{}#main", f.srv.url("project")), "git");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("git/from-git/README")).unwrap(),
+        "from the repository\n"
+    );
+
+    // A tarball: unpacked into the context.
+    srv.route(
+        "/ctx.tar.gz",
+        Route::body(tgz(&[
+            ("Dockerfile", "FROM scratch\nCOPY data.txt /from-tar/\n"),
+            ("data.txt", "packed\n"),
+        ])),
+    );
+    build(&srv.url("/ctx.tar.gz"), "tar");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("tar/from-tar/data.txt")).unwrap(),
+        "packed\n"
+    );
+
+    // A plain file: it is the Dockerfile, and the context is empty.
+    srv.route(
+        "/Dockerfile",
+        Route::body("FROM scratch\nWORKDIR /empty-context\n"),
+    );
+    build(&srv.url("/Dockerfile"), "plain");
+    assert!(out.path().join("plain/empty-context").is_dir());
+
+    // Anything else is refused clearly.
+    let mut c = kiln(root.path());
+    c.args([
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--opt",
+        "context=not-a-url",
+    ])
+    .arg(format!(
+        "--output=type=local,dest={}",
+        out.path().join("x").display()
+    ));
+    let o = run_fail(&mut c);
+    assert!(stderr(&o).contains("git or http(s) URL"), "{}", stderr(&o));
 }

@@ -163,7 +163,7 @@ pub(crate) fn is_git_url(s: &str) -> bool {
     false
 }
 
-fn is_http_url(s: &str) -> bool {
+pub(crate) fn is_http_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 

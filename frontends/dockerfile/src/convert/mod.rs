@@ -126,6 +126,9 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
     let map = kiln_frontend::options_map(gw);
     let mut opts = ConvertOptions::from_options(&map)?;
 
+    if let Some(url) = opts.remote_context.clone() {
+        return convert_remote(gw, opts, &url);
+    }
     // The Dockerfile (and a Dockerfile-specific ignore file) from the
     // `dockerfile` local.
     let ignore_name = format!("{}.dockerignore", opts.filename);
@@ -186,6 +189,90 @@ pub fn convert(gw: &dyn Gateway) -> Result<BuildResult, FrontendError> {
         opts.dockerignore = parse_dockerignore(&String::from_utf8_lossy(&data));
     }
     opts.dockerfile_definition = Some(df_def);
+    finish(gw, opts, &source)
+}
+
+/// Whether the first bytes of a file are an archive ADD would unpack.
+fn is_archive(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(b"BZh")
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.get(257..262) == Some(b"ustar")
+}
+
+/// `context=URL`: the build context is a git repository or an http(s)
+/// resource instead of the context local. An archive is unpacked into the
+/// context; any other file is the Dockerfile itself, with an empty
+/// context (as `docker build URL` does).
+fn convert_remote(
+    gw: &dyn Gateway,
+    mut opts: ConvertOptions,
+    url: &str,
+) -> Result<BuildResult, FrontendError> {
+    let solve = |st: &State| -> Result<(pb::Definition, String), FrontendError> {
+        let def = st
+            .marshal(&MarshalOptions::default())
+            .map_err(|e| FrontendError::new(format!("marshaling the context source: {e}")))?;
+        let h = gw.solve(&encode_def(&def), true)?;
+        Ok((def, h))
+    };
+    let read_df = |h: &String| {
+        gw.read_file(h, &opts.filename, 0, None).map_err(|e| {
+            FrontendError::new(format!(
+                "failed to read dockerfile {} from {url}: {}",
+                opts.filename, e.message
+            ))
+        })
+    };
+    let (context, def, source) = if copy::is_git_url(url) {
+        let st = copy::git_state(url, &format!("[internal] load git source {url}"));
+        let (def, h) = solve(&st)?;
+        let source = read_df(&h)?;
+        (st, def, source)
+    } else {
+        let file = builder::http(url)
+            .filename("context")
+            .custom_name(format!("[internal] load remote build context {url}"))
+            .state();
+        let (def, h) = solve(&file)?;
+        let head = gw.read_file(&h, "context", 0, Some(512))?;
+        if is_archive(&head) {
+            let st = State::scratch().file_with(
+                builder::copy(
+                    &file,
+                    "/context",
+                    "/",
+                    builder::CopyOptions {
+                        attempt_unpack: true,
+                        create_dest_path: true,
+                        ..Default::default()
+                    },
+                ),
+                builder::Constraints::default()
+                    .custom_name("[internal] unpack remote build context"),
+            );
+            let (def, h) = solve(&st)?;
+            let source = read_df(&h)?;
+            (st, def, source)
+        } else {
+            let source = gw.read_file(&h, "context", 0, None)?;
+            (State::scratch(), def, source)
+        }
+    };
+    opts.context_override = Some(context);
+    opts.dockerfile_definition = Some(def);
+    finish(gw, opts, &source)
+}
+
+/// Everything after the Dockerfile is read: named contexts' ignore files,
+/// then one conversion per target platform.
+fn finish(
+    gw: &dyn Gateway,
+    mut opts: ConvertOptions,
+    source: &[u8],
+) -> Result<BuildResult, FrontendError> {
+    let source = source.to_vec();
     opts.inputs = gw.inputs().into_iter().collect();
 
     // `.dockerignore` of `local:` named contexts.
@@ -465,7 +552,7 @@ pub fn dockerfile_to_llb(
         in_progress: vec![false; n],
         implicit: BTreeMap::new(),
         named: BTreeMap::new(),
-        context: None,
+        context: opts.context_override.clone(),
         global_args: Vec::new(),
         used_build_args: BTreeSet::new(),
         target_platform,

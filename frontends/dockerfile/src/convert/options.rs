@@ -68,6 +68,12 @@ pub struct ConvertOptions {
     pub dockerignore: Vec<String>,
     /// Name of the context local (`contextkey`, default `context`).
     pub context_local: String,
+    /// `context`: a git or http(s) URL used as the build context instead of
+    /// the context local (what `docker build URL` does).
+    pub remote_context: Option<String>,
+    /// The build context state when it is not the context local (set by
+    /// [`crate::convert::convert`] for a remote context).
+    pub context_override: Option<kiln_frontend::llb::builder::State>,
     /// Name of the Dockerfile local (`dockerfilekey`, default `dockerfile`).
     pub dockerfile_local: String,
     /// Sandbox host name (`hostname`).
@@ -113,6 +119,8 @@ impl Default for ConvertOptions {
             image_resolve_mode: ImageResolveMode::Default,
             dockerignore: Vec::new(),
             context_local: "context".to_string(),
+            remote_context: None,
+            context_override: None,
             dockerfile_local: "dockerfile".to_string(),
             hostname: None,
             force_network: None,
@@ -248,6 +256,12 @@ impl ConvertOptions {
                     }
                 }
                 "contextkey" if !v.is_empty() => o.context_local = v.clone(),
+                "context" if !v.is_empty() => {
+                    if !(super::copy::is_git_url(v) || super::copy::is_http_url(v)) {
+                        return Err(bad(k, v, "expected a git or http(s) URL"));
+                    }
+                    o.remote_context = Some(v.clone());
+                }
                 "dockerfilekey" if !v.is_empty() => o.dockerfile_local = v.clone(),
                 "hostname" => o.hostname = (!v.is_empty()).then(|| v.clone()),
                 "force-network-mode" => {
