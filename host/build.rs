@@ -4,6 +4,9 @@
 //! - `KILN_PREBUILT_FRONTENDS=DIR` copies `kiln_dockerfile.wasm` and
 //!   `kiln_buildpacks.wasm` from DIR instead of building.
 //! - Without the `embed-frontends` feature nothing is built.
+//!
+//! It also generates the daemon's gRPC code from `proto/control.proto`
+//! with protox (a protobuf compiler in Rust, so no `protoc` is needed).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ const WATCHED: &[&str] = &[
 ];
 
 fn main() {
+    compile_protos();
     println!("cargo::rerun-if-env-changed=KILN_PREBUILT_FRONTENDS");
     if env::var_os("CARGO_FEATURE_EMBED_FRONTENDS").is_none() {
         return;
@@ -143,5 +147,22 @@ impl StderrStdio for std::io::Stderr {
         use std::os::fd::AsFd;
         let fd = self.as_fd().try_clone_to_owned().expect("dup stderr");
         std::fs::File::from(fd)
+    }
+}
+
+/// `proto/control.proto` → `OUT_DIR/kiln.control.v1.rs` (messages, client
+/// and server).
+fn compile_protos() {
+    let proto = "proto/control.proto";
+    println!("cargo::rerun-if-changed={proto}");
+    let fds = match protox::compile([proto], ["proto"]) {
+        Ok(f) => f,
+        Err(e) => fail(&format!("{proto}: {e}")),
+    };
+    if let Err(e) = tonic_prost_build::configure()
+        .btree_map(".")
+        .compile_fds(fds)
+    {
+        fail(&format!("generating gRPC code from {proto}: {e}"));
     }
 }

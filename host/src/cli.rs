@@ -47,7 +47,7 @@ pub enum Command {
     #[command(subcommand)]
     Frontend(FrontendCommand),
     /// Run kiln as a daemon serving many clients.
-    Daemon(DaemonArgs),
+    Daemon(crate::daemon::DaemonArgs),
 }
 
 /// `kiln build`.
@@ -108,6 +108,8 @@ pub struct BuildArgs {
     /// Bytes of log a frontend may write, in KiB.
     #[arg(long, default_value_t = 4096, value_name = "KIB")]
     pub frontend_max_log: u64,
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// `kiln du`.
@@ -123,6 +125,8 @@ pub struct DuArgs {
     /// `json`: print the records as a JSON array.
     #[arg(long)]
     pub format: Option<String>,
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// `kiln prune`.
@@ -154,14 +158,8 @@ pub struct PruneArgs {
     /// `json`: print the removed records as a JSON array.
     #[arg(long)]
     pub format: Option<String>,
-}
-
-/// `kiln daemon`.
-#[derive(Args, Debug)]
-pub struct DaemonArgs {
-    /// Address to listen on: `unix:///run/kiln/kiln.sock` or `tcp://HOST:PORT`.
-    #[arg(long)]
-    pub addr: Option<String>,
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// `kiln frontend …`.
@@ -188,6 +186,9 @@ pub enum DebugCommand {
         #[arg(long)]
         dot: bool,
     },
+    /// Version, state directory, executor and GC policy (of the daemon,
+    /// with `--addr`).
+    Info(crate::remote::RemoteArgs),
 }
 
 /// Split `a=b,c="d,e"` into pairs, the way buildctl reads its CSV flags.
@@ -302,17 +303,38 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .context("finding the current directory")?
             .join(root)
     };
+    if let Some(remote) = crate::remote::target(&cli.command) {
+        return crate::remote::run(remote, cli.command);
+    }
     match cli.command {
         Command::Debug(DebugCommand::DumpLlb { file, dot }) => dump_llb(file, dot),
+        Command::Debug(DebugCommand::Info(_)) => info(root, cli.oci_runtime),
         Command::Build(args) => build(root, cli.oci_runtime, args),
         Command::Frontend(FrontendCommand::Push { file, reference }) => {
             frontend_push(root, file, reference)
         }
         Command::Du(a) => du(root, a),
         Command::Prune(a) => prune(root, a),
-        Command::Daemon(_) => {
-            bail!("kiln daemon is not available yet: kiln runs embedded (no daemon needed)")
-        }
+        Command::Daemon(args) => crate::daemon::run(root, cli.oci_runtime, args),
+    }
+}
+
+/// `kiln debug info`, embedded.
+fn info(root: PathBuf, oci_runtime: Option<PathBuf>) -> anyhow::Result<()> {
+    let ctl = Controller::open(root, oci_runtime)?;
+    print_info(&crate::daemon::info_of(&ctl, None, 0));
+    Ok(())
+}
+
+/// Prints `kiln debug info`'s fields.
+pub(crate) fn print_info(i: &crate::daemon::proto::InfoResponse) {
+    println!("Version:\t{}", i.version);
+    println!("Root:\t\t{}", i.root);
+    println!("Executor:\t{}", i.executor);
+    println!("GC policy:\t{}", i.gc_policy);
+    if !i.addr.is_empty() {
+        println!("Daemon:\t\t{}", i.addr);
+        println!("Builds:\t\t{}", i.active_builds);
     }
 }
 
@@ -347,7 +369,7 @@ fn ago(secs: u64) -> String {
 
 /// A size for `prune`: plain numbers are MB (1e6 bytes), as in buildctl;
 /// otherwise `10GB`, `512MiB`, `20%` of the disk.
-fn parse_prune_size(s: &str, root: &std::path::Path) -> anyhow::Result<u64> {
+pub(crate) fn parse_prune_size(s: &str, root: &std::path::Path) -> anyhow::Result<u64> {
     let s = s.trim();
     if let Ok(mb) = s.parse::<f64>() {
         return Ok((mb * 1e6) as u64);
@@ -433,10 +455,17 @@ fn print_table_row(r: &kiln_engine::UsageRecord) {
 }
 
 fn du(root: PathBuf, a: DuArgs) -> anyhow::Result<()> {
+    // Bad flags fail before the state dir is opened.
+    kiln_engine::gc::Filter::parse_all(&a.filter)?;
+    check_format(&a.format)?;
+    let engine = open_engine(&root)?;
+    print_du(engine.du()?, &a)
+}
+
+/// Prints `kiln du`'s records (filtered, as a table, verbose or JSON).
+pub(crate) fn print_du(mut records: Vec<kiln_engine::UsageRecord>, a: &DuArgs) -> anyhow::Result<()> {
     let filters = kiln_engine::gc::Filter::parse_all(&a.filter)?;
     let json = check_format(&a.format)?;
-    let engine = open_engine(&root)?;
-    let mut records = engine.du()?;
     records.retain(|r| filters.iter().all(|f| f.matches(r)));
     records.sort_by(|x, y| y.size.cmp(&x.size).then(x.id.cmp(&y.id)));
     if json {
@@ -461,10 +490,19 @@ fn du(root: PathBuf, a: DuArgs) -> anyhow::Result<()> {
 }
 
 fn prune(root: PathBuf, a: PruneArgs) -> anyhow::Result<()> {
-    let json = check_format(&a.format)?;
+    check_format(&a.format)?;
     let engine = open_engine(&root)?;
-    let size = |s: &Option<String>| s.as_deref().map(|v| parse_prune_size(v, &root)).transpose();
-    let opts = kiln_engine::gc::PruneOptions {
+    let opts = prune_options(&a, &root)?;
+    print_pruned(&engine.prune(&opts)?, &a)
+}
+
+/// `kiln prune`'s flags as options; sizes in `%` are of `root`'s disk.
+pub(crate) fn prune_options(
+    a: &PruneArgs,
+    root: &std::path::Path,
+) -> anyhow::Result<kiln_engine::gc::PruneOptions> {
+    let size = |s: &Option<String>| s.as_deref().map(|v| parse_prune_size(v, root)).transpose();
+    Ok(kiln_engine::gc::PruneOptions {
         keep_duration: a
             .keep_duration
             .as_deref()
@@ -475,8 +513,12 @@ fn prune(root: PathBuf, a: PruneArgs) -> anyhow::Result<()> {
         min_free_bytes: size(&a.min_free_space)?,
         all: a.all,
         filters: kiln_engine::gc::Filter::parse_all(&a.filter)?,
-    };
-    let removed = engine.prune(&opts)?;
+    })
+}
+
+/// Prints what `kiln prune` removed.
+pub(crate) fn print_pruned(removed: &[kiln_engine::UsageRecord], a: &PruneArgs) -> anyhow::Result<()> {
+    let json = check_format(&a.format)?;
     let freed: u64 = removed.iter().map(|r| r.size).sum();
     if json {
         println!("{}", records_json(&removed));
@@ -556,6 +598,20 @@ fn parse_cache_export(s: &str) -> anyhow::Result<CacheSpec> {
 }
 
 fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::Result<()> {
+    let req = solve_request(a)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let ctl = Controller::open(root, oci_runtime)?;
+        ctl.solve(req).await
+    })
+}
+
+/// Turns `kiln build`'s flags into a [`SolveRequest`] (reading secrets,
+/// and the definition from stdin when there is no frontend).
+pub(crate) fn solve_request(a: BuildArgs) -> anyhow::Result<SolveRequest> {
     let mut export_cache = Vec::new();
     for s in &a.export_cache {
         export_cache.push(parse_cache_export(s).with_context(|| format!("--export-cache {s}"))?);
@@ -656,15 +712,9 @@ fn build(root: PathBuf, oci_runtime: Option<PathBuf>, a: BuildArgs) -> anyhow::R
         limits,
         export_cache,
         import_cache,
+        frontend_component: None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let ctl = Controller::open(root, oci_runtime)?;
-        ctl.solve(req).await
-    })
+    Ok(req)
 }
 
 #[cfg(test)]

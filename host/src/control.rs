@@ -2,7 +2,9 @@
 //!
 //! `control` picks the frontend, runs it against a [`Bridge`] into the
 //! engine, solves the LLB it returns and runs the exporters. The CLI calls
-//! it directly (embedded mode); a daemon would serve the same request.
+//! it directly (embedded mode); `kiln daemon` serves the same request for
+//! many clients on one shared controller, with the progress writer and the
+//! cancellation token of each client's session ([`Controller::solve_with`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -17,7 +19,9 @@ use crate::frontend::{
     Warning,
 };
 use kiln_engine::cache::CacheSpec;
-use kiln_engine::{Engine, EngineConfig, Progress, ProgressMode, Session, SolvedRef};
+use kiln_engine::{
+    CancellationToken, Engine, EngineConfig, Progress, ProgressMode, Session, SolvedRef,
+};
 
 /// One `--output`: its type and attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +63,9 @@ pub struct SolveRequest {
     pub export_cache: Vec<CacheSpec>,
     /// `--import-cache` entries.
     pub import_cache: Vec<CacheSpec>,
+    /// The frontend component's bytes, when the client read it (a daemon's
+    /// client names a `.wasm` path on its own machine).
+    pub frontend_component: Option<Vec<u8>>,
 }
 
 /// The embedded controller: one engine and one frontend runtime.
@@ -67,6 +74,7 @@ pub struct Controller {
     runtime: Arc<FrontendRuntime>,
     registry: Arc<kiln_runtime::registry::RegistryClient>,
     root: PathBuf,
+    executor: String,
 }
 
 impl Controller {
@@ -79,11 +87,16 @@ impl Controller {
         if let Some(rt) = oci_runtime {
             runc.runtime = rt;
         }
+        let runtime_name = runc.runtime.display().to_string();
         // Without a runtime, builds that need no container still work; an
         // exec op then fails with the hint the executor gives.
-        if let Ok(exec) = kiln_runtime::RuncExecutor::new(runc) {
-            cfg.executor = Some(Arc::new(exec));
-        }
+        let executor = match kiln_runtime::RuncExecutor::new(runc) {
+            Ok(exec) => {
+                cfg.executor = Some(Arc::new(exec));
+                format!("OCI runtime {runtime_name}")
+            }
+            Err(e) => format!("none (OCI runtime {runtime_name}: {e:#})"),
+        };
         let engine = Engine::open(&root, cfg)
             .with_context(|| format!("opening the state directory {}", root.display()))?;
         let runtime = FrontendRuntime::new(Some(root.join("frontends")))?;
@@ -93,6 +106,7 @@ impl Controller {
             runtime: Arc::new(runtime),
             registry,
             root,
+            executor,
         })
     }
 
@@ -101,11 +115,34 @@ impl Controller {
         &self.root
     }
 
-    /// Run one build to the end.
+    /// The engine (for `du` and `prune`).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// What runs RUN steps, for `kiln debug info`.
+    pub fn executor(&self) -> &str {
+        &self.executor
+    }
+
+    /// Run one build to the end, with progress on stderr.
     pub async fn solve(&self, req: SolveRequest) -> anyhow::Result<()> {
         let mode = ProgressMode::parse(&req.progress)
             .with_context(|| format!("unknown progress mode {:?}", req.progress))?;
-        let mut session = Session::new(Progress::new(mode));
+        self.solve_with(req, Progress::new(mode), CancellationToken::new())
+            .await
+    }
+
+    /// Run one build to the end, reporting to `progress`; `cancel` stops
+    /// it (the daemon cancels a build whose client went away).
+    pub async fn solve_with(
+        &self,
+        req: SolveRequest,
+        progress: Progress,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut session = Session::new(progress);
+        session.cancel = cancel;
         session.locals = req.locals.clone();
         session.secrets = req.secrets.clone();
         session.ssh = req.ssh.clone();
@@ -422,6 +459,13 @@ impl Controller {
         name: &str,
         req: &SolveRequest,
     ) -> anyhow::Result<(String, Vec<u8>)> {
+        if let Some(bytes) = &req.frontend_component {
+            let label = match name {
+                "gateway.v0" => req.frontend_opts.get("source").map_or(name, String::as_str),
+                _ => name,
+            };
+            return Ok((label.to_string(), bytes.clone()));
+        }
         let opts = &req.frontend_opts;
         let mut source = if name == "gateway.v0" {
             opts.get("source").cloned().context(

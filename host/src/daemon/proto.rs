@@ -1,0 +1,6 @@
+//! The generated types, client and server of `proto/control.proto`
+//! (`kiln.control.v1`), shared by the daemon and the remote client.
+
+#![expect(missing_docs, reason = "generated")]
+
+tonic::include_proto!("kiln.control.v1");
