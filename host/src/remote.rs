@@ -150,20 +150,28 @@ fn addr_text(remote: &RemoteArgs) -> &str {
 
 fn status_error(remote: &RemoteArgs, s: tonic::Status) -> anyhow::Error {
     use std::error::Error as _;
-    let mut msg = s.message().to_string();
+    let mut parts: Vec<String> = vec![s.message().to_string()];
     let mut src = s.source();
     while let Some(e) = src {
-        msg.push_str(&format!(": {e}"));
+        let t = e.to_string();
+        if !parts.iter().any(|p| p == &t) {
+            parts.push(t);
+        }
         src = e.source();
     }
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown
-            if msg.is_empty() || s.source().is_some() =>
-        {
-            anyhow::anyhow!("lost the kiln daemon at {}: {msg}", addr_text(remote))
-        }
-        _ => anyhow::anyhow!("the kiln daemon at {}: {msg}", addr_text(remote)),
+    parts.retain(|p| !p.is_empty());
+    let msg = parts.join(": ");
+    let addr = addr_text(remote);
+    if s.source().is_none() {
+        return anyhow::anyhow!("the kiln daemon at {addr}: {msg}");
     }
+    let hint = if addr.starts_with("tcp://") {
+        "\nhint: on tcp:// the daemon refuses clients without a certificate signed by its \
+         --tlscacert: check --tlscert and --tlskey"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("lost the connection to the kiln daemon at {addr}: {msg}{hint}")
 }
 
 /// Connects to the daemon `remote` names.

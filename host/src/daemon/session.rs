@@ -172,7 +172,7 @@ async fn serve(
         }
         m.finish()?;
         let (sent, total, bytes) = m.stats();
-        tracing::info!(session = id, local = %spec.name, files_sent = sent, entries = total, bytes, "local received");
+        tracing::info!(session = id, local = %spec.name, files_requested = sent, entries = total, bytes, "local received");
         mirrors.push(m);
     }
     let mut locals = BTreeMap::new();
