@@ -463,7 +463,10 @@ fn du(root: PathBuf, a: DuArgs) -> anyhow::Result<()> {
 }
 
 /// Prints `kiln du`'s records (filtered, as a table, verbose or JSON).
-pub(crate) fn print_du(mut records: Vec<kiln_engine::UsageRecord>, a: &DuArgs) -> anyhow::Result<()> {
+pub(crate) fn print_du(
+    mut records: Vec<kiln_engine::UsageRecord>,
+    a: &DuArgs,
+) -> anyhow::Result<()> {
     let filters = kiln_engine::gc::Filter::parse_all(&a.filter)?;
     let json = check_format(&a.format)?;
     records.retain(|r| filters.iter().all(|f| f.matches(r)));
@@ -517,11 +520,14 @@ pub(crate) fn prune_options(
 }
 
 /// Prints what `kiln prune` removed.
-pub(crate) fn print_pruned(removed: &[kiln_engine::UsageRecord], a: &PruneArgs) -> anyhow::Result<()> {
+pub(crate) fn print_pruned(
+    removed: &[kiln_engine::UsageRecord],
+    a: &PruneArgs,
+) -> anyhow::Result<()> {
     let json = check_format(&a.format)?;
     let freed: u64 = removed.iter().map(|r| r.size).sum();
     if json {
-        println!("{}", records_json(&removed));
+        println!("{}", records_json(removed));
         return Ok(());
     }
     if a.verbose {

@@ -75,47 +75,36 @@ pub fn run(remote: RemoteArgs, cmd: Command) -> anyhow::Result<()> {
                 build(&remote, req).await
             }
             Command::Du(a) => {
-                if !a.filter.is_empty() {
-                    bail!("kiln du --filter is not supported yet");
-                }
+                // Bad flags fail before the daemon is asked.
+                kiln_engine::gc::Filter::parse_all(&a.filter)?;
                 let mut c = connect(&remote).await?;
                 let r = c
                     .disk_usage(proto::DiskUsageRequest {})
                     .await
                     .map_err(|s| status_error(&remote, s))?
                     .into_inner();
-                crate::cli::print_du(r.records.into_iter().map(usage).collect(), a.verbose);
-                Ok(())
+                crate::cli::print_du(r.records.into_iter().map(usage).collect(), &a)
             }
             Command::Prune(a) => {
-                if !a.filter.is_empty() {
-                    bail!("kiln prune --filter is not supported yet");
+                kiln_engine::gc::Filter::parse_all(&a.filter)?;
+                if let Some(d) = &a.keep_duration {
+                    kiln_engine::gc::policy::parse_duration(d)?;
                 }
-                let keep_duration = a
-                    .keep_duration
-                    .as_deref()
-                    .map(crate::cli::parse_duration)
-                    .transpose()?;
-                let keep_bytes = a
-                    .keep_storage
-                    .as_deref()
-                    .map(crate::cli::parse_bytes)
-                    .transpose()?;
                 let mut c = connect(&remote).await?;
                 let r = c
                     .prune(proto::PruneRequest {
                         all: a.all,
-                        keep_duration_seconds: keep_duration.map_or(0.0, |d| d.as_secs_f64()),
-                        has_keep_duration: keep_duration.is_some(),
-                        keep_bytes: keep_bytes.unwrap_or(0),
-                        has_keep_bytes: keep_bytes.is_some(),
+                        keep_duration: a.keep_duration.clone(),
+                        keep_storage: a.keep_storage.clone(),
+                        reserved_space: a.reserved_space.clone(),
+                        min_free_space: a.min_free_space.clone(),
+                        filters: a.filter.clone(),
                     })
                     .await
                     .map_err(|s| status_error(&remote, s))?
                     .into_inner();
                 let removed: Vec<_> = r.records.into_iter().map(usage).collect();
-                crate::cli::print_pruned(&removed);
-                Ok(())
+                crate::cli::print_pruned(&removed, &a)
             }
             Command::Debug(DebugCommand::Info(_)) => {
                 let mut c = connect(&remote).await?;
@@ -135,12 +124,15 @@ pub fn run(remote: RemoteArgs, cmd: Command) -> anyhow::Result<()> {
 fn usage(r: proto::UsageRecord) -> kiln_engine::UsageRecord {
     kiln_engine::UsageRecord {
         id: r.id,
-        snapshots: Vec::new(),
+        kind: r.kind,
+        snapshots: r.snapshots,
         size: r.size,
         created: r.created,
         last_used: r.last_used,
         usage_count: r.usage_count,
         description: r.description,
+        in_use: r.in_use,
+        prunable: r.prunable,
     }
 }
 
@@ -405,6 +397,18 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
     if !req.ssh.is_empty() {
         bail!("--ssh is not supported through a kiln daemon yet: build without --addr");
     }
+    if let Some(c) = req
+        .export_cache
+        .iter()
+        .chain(&req.import_cache)
+        .find(|c| c.kind == "local")
+    {
+        bail!(
+            "--export-cache/--import-cache type={} would read or write a directory on the \
+             daemon's machine: through a daemon use type=registry (or inline)",
+            c.kind
+        );
+    }
     req.frontend_component = frontend_bytes(&req)?;
     let mut locals: Vec<(String, PathBuf)> = req
         .locals
@@ -458,6 +462,8 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
             max_log_bytes: req.limits.max_log_bytes,
         }),
         frontend_component: req.frontend_component.take().unwrap_or_default(),
+        export_cache: req.export_cache.iter().map(cache_output).collect(),
+        import_cache: req.import_cache.iter().map(cache_output).collect(),
     };
 
     let mut client = connect(remote).await?;
@@ -542,6 +548,13 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
     };
     drop(tx);
     result
+}
+
+fn cache_output(c: &kiln_engine::cache::CacheSpec) -> proto::Output {
+    proto::Output {
+        kind: c.kind.clone(),
+        attrs: c.attrs.clone(),
+    }
 }
 
 /// Sends the files the daemon asked for, in its order; false when the

@@ -63,9 +63,37 @@ pub struct DaemonArgs {
     pub shutdown_timeout: u64,
 }
 
-/// The GC policy `kiln debug info` reports.
-pub const GC_POLICY: &str =
-    "manual: the cache grows until `kiln prune` (--all, --keep-duration, --keep-storage)";
+/// The GC policy as `kiln debug info` reports it.
+fn gc_policy(cfg: &kiln_engine::gc::GcConfig) -> String {
+    if !cfg.enabled {
+        return format!("off ({}); `kiln prune` by hand", cfg.source);
+    }
+    let steps: Vec<String> = cfg
+        .policies
+        .iter()
+        .map(|p| {
+            let mut parts = Vec::new();
+            if !p.filters.is_empty() {
+                parts.push(p.filters.join(" | "));
+            }
+            if let Some(d) = p.keep_duration {
+                parts.push(format!("keep {}h", d.as_secs() / 3600));
+            }
+            if let Some(b) = p.max_used {
+                parts.push(format!("max {b} bytes"));
+            }
+            if p.all {
+                parts.push("all".into());
+            }
+            format!("[{}]", parts.join(", "))
+        })
+        .collect();
+    format!(
+        "after each build, from {}: {}",
+        cfg.source,
+        steps.join(" then ")
+    )
+}
 
 /// `kiln debug info` of a controller; `addr` is the daemon's address.
 pub fn info_of(ctl: &Controller, addr: Option<&Addr>, active: u32) -> proto::InfoResponse {
@@ -73,7 +101,7 @@ pub fn info_of(ctl: &Controller, addr: Option<&Addr>, active: u32) -> proto::Inf
         version: env!("CARGO_PKG_VERSION").to_string(),
         root: ctl.engine().root().display().to_string(),
         executor: ctl.executor().to_string(),
-        gc_policy: GC_POLICY.to_string(),
+        gc_policy: gc_policy(ctl.engine().gc_config()),
         addr: addr.map(ToString::to_string).unwrap_or_default(),
         active_builds: active,
     }
@@ -128,6 +156,10 @@ fn usage_to_proto(r: kiln_engine::UsageRecord) -> proto::UsageRecord {
         last_used: r.last_used,
         description: r.description,
         usage_count: r.usage_count,
+        kind: r.kind,
+        snapshots: r.snapshots,
+        in_use: r.in_use,
+        prunable: r.prunable,
     }
 }
 
@@ -166,13 +198,19 @@ impl Control for Service {
         request: Request<proto::PruneRequest>,
     ) -> Result<Response<proto::DiskUsageResponse>, Status> {
         let r = request.into_inner();
-        let opts = kiln_engine::PruneOptions {
-            keep_duration: r
-                .has_keep_duration
-                .then(|| Duration::from_secs_f64(r.keep_duration_seconds.max(0.0))),
-            keep_bytes: r.has_keep_bytes.then_some(r.keep_bytes),
+        let args = crate::cli::PruneArgs {
             all: r.all,
+            keep_duration: r.keep_duration,
+            keep_storage: r.keep_storage,
+            reserved_space: r.reserved_space,
+            min_free_space: r.min_free_space,
+            filter: r.filters,
+            verbose: false,
+            format: None,
+            remote: Default::default(),
         };
+        let opts = crate::cli::prune_options(&args, self.state.controller.engine().root())
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         let engine = self.state.controller.engine().clone();
         let removed = tokio::task::spawn_blocking(move || engine.prune(&opts))
             .await

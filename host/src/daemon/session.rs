@@ -225,6 +225,8 @@ async fn serve(
         },
         frontend_component: (!start.frontend_component.is_empty())
             .then_some(start.frontend_component),
+        export_cache: start.export_cache.into_iter().map(cache_spec).collect(),
+        import_cache: start.import_cache.into_iter().map(cache_spec).collect(),
     };
 
     // Progress: rendered here in the client's mode, forwarded in order.
@@ -293,6 +295,13 @@ async fn serve(
     forward.abort();
     drop(mirrors);
     Ok(())
+}
+
+fn cache_spec(o: proto::Output) -> kiln_engine::cache::CacheSpec {
+    kiln_engine::cache::CacheSpec {
+        kind: o.kind,
+        attrs: o.attrs,
+    }
 }
 
 /// Streams an exported file (or a directory, as a tar) to the client.
