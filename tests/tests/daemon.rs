@@ -608,6 +608,44 @@ fn a_killed_client_cancels_only_its_build() {
         std::fs::read_to_string(out.path().join("v2/after")).unwrap(),
         "after\n"
     );
+
+    // SIGTERM with a build running: the build is cancelled, its client
+    // told so, and the daemon exits cleanly.
+    let running = dockerfile_build(
+        remote(&d),
+        &ctx,
+        "plain",
+        &[
+            format!("--opt=build-arg:BASE={base}"),
+            "--opt=build-arg:DELAY=3672".into(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !process_running("sleep 3672") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the long step never started:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = d.stop();
+    assert!(st.success(), "{st}:\n{}", d.log());
+    let o = running.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cancelled"), "{}", stderr(&o));
+    let start = Instant::now();
+    while process_running("sleep 3672") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the step outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
