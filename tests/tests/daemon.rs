@@ -931,3 +931,54 @@ fn one_daemon_per_root_same_errors_and_a_clean_stop() {
         stderr(&o)
     );
 }
+
+#[test]
+fn two_daemons_share_a_registry_cache() {
+    if !tools() {
+        return;
+    }
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    let first = Daemon::start();
+    let second = Daemon::start();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nRUN echo expensive > /result\n",
+    )
+    .unwrap();
+    let cache = format!("{}/cache/app:buildcache", reg.host());
+    let arg = format!("--opt=build-arg:BASE={base}");
+    run_ok(&mut dockerfile_build(
+        remote(&first),
+        ctx.path(),
+        "plain",
+        &[
+            arg.clone(),
+            format!("--export-cache=type=registry,ref={cache},mode=max"),
+        ],
+    ));
+    // Another replica, with an empty root, finds the step in the registry.
+    let o = run_ok(&mut dockerfile_build(
+        remote(&second),
+        ctx.path(),
+        "rawjson",
+        &[
+            arg.clone(),
+            format!("--import-cache=type=registry,ref={cache}"),
+        ],
+    ));
+    let err = stderr(&o);
+    let run_cached = err
+        .lines()
+        .any(|l| l.contains("RUN echo expensive") && l.contains("\"cached\":true"));
+    assert!(run_cached, "the RUN step ran again:\n{err}");
+    // A local cache dir would be on the daemon's machine: refused.
+    let o = run_fail(&mut dockerfile_build(
+        remote(&second),
+        ctx.path(),
+        "plain",
+        &[arg, "--export-cache=type=local,dest=/tmp/kiln-cache".into()],
+    ));
+    assert!(stderr(&o).contains("type=registry"), "{}", stderr(&o));
+}
