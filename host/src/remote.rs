@@ -340,44 +340,40 @@ fn frontend_bytes(req: &SolveRequest) -> anyhow::Result<Option<Vec<u8>>> {
     })?))
 }
 
-/// An output being received.
+/// An output being received: a file written the way the embedded
+/// exporters write it (stdout, a temp file renamed into place, or straight
+/// into a device or FIFO), or a directory's tar to unpack.
 enum Sink {
-    Stdout,
-    File(tempfile::NamedTempFile, PathBuf),
+    File(kiln_store::exporter::DestWriter),
     Dir(tempfile::NamedTempFile, PathBuf),
 }
 
 fn open_sink(o: &crate::control::OutputSpec, shape: OutputShape) -> anyhow::Result<Sink> {
+    use kiln_store::exporter::Dest;
     let dest = o.attrs.get("dest").map(String::as_str).unwrap_or("-");
-    if shape == OutputShape::File && dest == "-" {
-        return Ok(Sink::Stdout);
+    if shape == OutputShape::File {
+        let d = match dest {
+            "-" | "" => Dest::Stdout,
+            p => Dest::Path(PathBuf::from(p)),
+        };
+        return Ok(Sink::File(d.create()?));
     }
     let dest = PathBuf::from(dest);
     let parent = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if shape == OutputShape::Dir {
-        fs_err::create_dir_all(&dest)?;
-    }
+    fs_err::create_dir_all(&dest)?;
     let tmp = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .tempfile_in(&parent)
         .with_context(|| format!("creating a file in {}", parent.display()))?;
-    Ok(match shape {
-        OutputShape::File => Sink::File(tmp, dest),
-        OutputShape::Dir => Sink::Dir(tmp, dest),
-    })
+    Ok(Sink::Dir(tmp, dest))
 }
 
 fn finish_sink(s: Sink) -> anyhow::Result<()> {
     match s {
-        Sink::Stdout => std::io::stdout().flush().context("writing to stdout"),
-        Sink::File(tmp, dest) => {
-            tmp.persist(&dest)
-                .with_context(|| format!("writing {}", dest.display()))?;
-            Ok(())
-        }
+        Sink::File(w) => Ok(w.finish()?),
         Sink::Dir(tmp, dest) => {
             let f = fs_err::File::open(tmp.path())?;
             let mut a = tar::Archive::new(std::io::BufReader::new(f));
@@ -525,10 +521,8 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
                     sinks[i] = Some(open_sink(spec, *shape)?);
                 }
                 match sinks[i].as_mut().expect("opened above") {
-                    Sink::Stdout => std::io::stdout()
-                        .write_all(&c.data)
-                        .context("writing to stdout")?,
-                    Sink::File(f, _) | Sink::Dir(f, _) => f
+                    Sink::File(w) => w.write_all(&c.data).context("writing the output")?,
+                    Sink::Dir(f, _) => f
                         .write_all(&c.data)
                         .with_context(|| format!("writing {}", f.path().display()))?,
                 }
