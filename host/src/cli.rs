@@ -374,7 +374,7 @@ pub(crate) fn parse_prune_size(s: &str, root: &std::path::Path) -> anyhow::Resul
     if let Ok(mb) = s.parse::<f64>() {
         return Ok((mb * 1e6) as u64);
     }
-    let disk = kiln_engine::gc::policy::disk_size_of(root);
+    let disk = kiln_engine::gc::disk_size(root);
     kiln_engine::gc::policy::parse_size(s, disk)
 }
 

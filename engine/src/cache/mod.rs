@@ -22,11 +22,11 @@ mod export;
 pub mod format;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use kiln_runtime::registry::{Descriptor, ImageRef, Platform};
+use kiln_store::ocilayout::OciLayout;
 use kiln_store::{Digest, SnapshotId};
 
 pub use export::{CacheExportOptions, export_cache, inline_cache};
@@ -212,7 +212,7 @@ pub(crate) fn keep_materialized(worker: &Worker, state: &SessionState) {
 #[derive(Clone, Debug)]
 pub(crate) enum CacheSource {
     /// An OCI layout directory.
-    Layout(PathBuf),
+    Layout(OciLayout),
     /// A registry repository.
     Registry(ImageRef),
 }
@@ -254,9 +254,10 @@ async fn load_import(worker: &Arc<Worker>, spec: &CacheSpec) -> Result<Imported>
     let (source, bytes) = match spec.kind.as_str() {
         "local" => {
             let src = spec.attrs.get("src").context("type=local needs src=DIR")?;
-            let dir = PathBuf::from(src);
-            let bytes = read_layout_config(&dir, spec)?;
-            (CacheSource::Layout(dir), bytes)
+            let layout =
+                OciLayout::open(src).with_context(|| format!("{src} is not an OCI layout"))?;
+            let bytes = read_layout_config(&layout, src, spec)?;
+            (CacheSource::Layout(layout), bytes)
         }
         "registry" => {
             let r = spec
@@ -313,8 +314,8 @@ fn inline_of(image_config: &[u8]) -> Result<Vec<u8>> {
 
 /// The config blob of the manifest tagged `tag` (or with `digest`) in an
 /// OCI layout written by a `type=local` export.
-fn read_layout_config(dir: &std::path::Path, spec: &CacheSpec) -> Result<Vec<u8>> {
-    let index_path = dir.join("index.json");
+fn read_layout_config(layout: &OciLayout, dir: &str, spec: &CacheSpec) -> Result<Vec<u8>> {
+    let index_path = std::path::Path::new(dir).join("index.json");
     let index: serde_json::Value = serde_json::from_slice(
         &fs_err::read(&index_path).context("reading the cache's index.json")?,
     )
@@ -338,14 +339,14 @@ fn read_layout_config(dir: &std::path::Path, spec: &CacheSpec) -> Result<Vec<u8>
                     == Some(tag)
             }
         })
-        .with_context(|| format!("{} has no cache tagged {tag:?}", dir.display()))?;
+        .with_context(|| format!("{dir} has no cache tagged {tag:?}"))?;
     let manifest_digest: Digest = entry
         .get("digest")
         .and_then(|x| x.as_str())
         .unwrap_or_default()
         .parse()
         .context("bad manifest digest in index.json")?;
-    let manifest = read_layout_blob(dir, &manifest_digest, 4 << 20)?;
+    let manifest = small_blob(layout, &manifest_digest, 4 << 20)?;
     let m: serde_json::Value = serde_json::from_slice(&manifest).context("bad cache manifest")?;
     let config_digest: Digest = m
         .pointer("/config/digest")
@@ -353,7 +354,7 @@ fn read_layout_config(dir: &std::path::Path, spec: &CacheSpec) -> Result<Vec<u8>
         .unwrap_or_default()
         .parse()
         .context("bad config digest in the cache manifest")?;
-    let cfg = read_layout_blob(dir, &config_digest, 64 << 20)?;
+    let cfg = small_blob(layout, &config_digest, 64 << 20)?;
     if m.pointer("/config/mediaType").and_then(|x| x.as_str()) == Some(format::CONFIG_MEDIA_TYPE) {
         Ok(cfg)
     } else {
@@ -361,18 +362,13 @@ fn read_layout_config(dir: &std::path::Path, spec: &CacheSpec) -> Result<Vec<u8>
     }
 }
 
-/// A small blob of an OCI layout, verified.
-fn read_layout_blob(dir: &std::path::Path, d: &Digest, limit: u64) -> Result<Vec<u8>> {
-    let p = dir.join("blobs").join("sha256").join(d.hex());
-    let len = fs_err::metadata(&p)?.len();
+/// A small blob of an OCI layout, verified, refused above `limit` bytes.
+fn small_blob(layout: &OciLayout, d: &Digest, limit: u64) -> Result<Vec<u8>> {
+    let len = fs_err::metadata(layout.blob_path(d))?.len();
     if len > limit {
-        bail!("blob {d} in {} is larger than {limit} bytes", dir.display());
+        bail!("cache blob {d} is larger than {limit} bytes");
     }
-    let b = fs_err::read(&p)?;
-    if Digest::of_bytes(&b) != *d {
-        bail!("blob {d} in {} does not match its digest", dir.display());
-    }
-    Ok(b)
+    Ok(layout.read_blob(d)?)
 }
 
 /// Puts a cache layer's blob into the content store (from the source, or
@@ -389,9 +385,8 @@ fn fetch_layer(worker: &Worker, source: &CacheSource, l: &CacheLayer) -> Result<
         return Ok(digest);
     }
     match source {
-        CacheSource::Layout(dir) => {
-            let p = dir.join("blobs").join("sha256").join(digest.hex());
-            let f = fs_err::File::open(&p)?;
+        CacheSource::Layout(layout) => {
+            let f = fs_err::File::open(layout.blob_path(&digest))?;
             worker
                 .content
                 .write_reader(std::io::BufReader::new(f), Some(&digest))

@@ -427,43 +427,43 @@ pub(crate) fn du(worker: &Worker) -> Result<Vec<UsageRecord>> {
     Ok(picture(worker)?.rows)
 }
 
-/// Free bytes on the filesystem holding `p`.
-fn free_bytes(p: &std::path::Path) -> Option<u64> {
+/// `statvfs` of the filesystem holding `p`.
+fn statvfs(p: &std::path::Path) -> Option<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt as _;
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes into the zeroed struct we pass; `c` is a valid
     // NUL-terminated path.
     unsafe {
         let mut s: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail * s.f_frsize)
+        (libc::statvfs(c.as_ptr(), &mut s) == 0).then_some(s)
     }
+}
+
+/// Free bytes on the filesystem holding `p`.
+fn free_bytes(p: &std::path::Path) -> Option<u64> {
+    statvfs(p).map(|s| s.f_bavail * s.f_frsize)
 }
 
 /// Size of the filesystem holding `p`.
-fn disk_size(p: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: as in `free_bytes`.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_blocks * s.f_frsize)
-    }
+pub fn disk_size(p: &std::path::Path) -> Option<u64> {
+    statvfs(p).map(|s| s.f_blocks * s.f_frsize)
 }
 
 pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRecord>> {
-    let mut removed = prune_once(worker, opts)?;
+    let mut removed = prune_once(worker, opts, picture(worker)?)?;
     // Snapshots share files through hardlinks, so what removing a record
     // frees is an estimate: while a size limit is still exceeded, tighten it
     // by the excess and go again.
     let mut opts = opts.clone();
     for _ in 0..3 {
         let Some(limit) = opts.keep_bytes else { break };
-        let used = cache_bytes(&picture(worker)?.rows);
+        let pic = picture(worker)?;
+        let used = cache_bytes(&pic.rows);
         if used <= limit {
             break;
         }
         opts.keep_bytes = Some(limit.saturating_sub(used - limit));
-        let more = prune_once(worker, &opts)?;
+        let more = prune_once(worker, &opts, pic)?;
         if more.is_empty() {
             break;
         }
@@ -472,8 +472,7 @@ pub(crate) fn prune(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRec
     Ok(removed)
 }
 
-fn prune_once(worker: &Worker, opts: &PruneOptions) -> Result<Vec<UsageRecord>> {
-    let pic = picture(worker)?;
+fn prune_once(worker: &Worker, opts: &PruneOptions, pic: Picture) -> Result<Vec<UsageRecord>> {
     let t = now();
     let explicit = !opts.filters.is_empty();
     let candidate = |r: &UsageRecord| {
@@ -716,6 +715,8 @@ fn sweep(
     released: &BTreeSet<SnapshotId>,
     blobs_of: &HashMap<SnapshotId, Vec<String>>,
 ) -> Result<()> {
+    // Read again, not taken from the picture: a build that started since
+    // then holds its snapshots now.
     let held = crate::lease::Leases::live(&worker.dir.join("leases"));
     let infos = worker.snapshots.list()?;
     let by_id: BTreeMap<SnapshotId, Option<SnapshotId>> = infos

@@ -125,11 +125,6 @@ pub struct GcConfig {
     pub source: String,
 }
 
-/// Size of the filesystem holding `p`.
-pub fn disk_size_of(p: &Path) -> Option<u64> {
-    super::disk_size(p)
-}
-
 /// `10GB`, `512MB`, `1.5GiB`, `20%` (of `disk`), or plain bytes.
 pub fn parse_size(s: &str, disk: Option<u64>) -> Result<u64> {
     let s = s.trim();
@@ -222,6 +217,15 @@ impl GcConfig {
         let reserved =
             size(&g.reserved_space, "reserved-space")?.or(Some(share(0.1, 10_000_000_000)));
         let min_free = size(&g.min_free_space, "min-free-space")?.filter(|v| *v > 0);
+        // A step bounded by the global limits.
+        let global = |keep_duration, all| GcPolicy {
+            filters: Vec::new(),
+            keep_duration,
+            max_used,
+            reserved,
+            min_free,
+            all,
+        };
         let policies = if g.policy.is_empty() {
             vec![
                 GcPolicy {
@@ -236,30 +240,9 @@ impl GcConfig {
                     min_free: None,
                     all: false,
                 },
-                GcPolicy {
-                    filters: Vec::new(),
-                    keep_duration: Some(Duration::from_secs(60 * 86400)),
-                    max_used,
-                    reserved,
-                    min_free,
-                    all: false,
-                },
-                GcPolicy {
-                    filters: Vec::new(),
-                    keep_duration: None,
-                    max_used,
-                    reserved,
-                    min_free,
-                    all: false,
-                },
-                GcPolicy {
-                    filters: Vec::new(),
-                    keep_duration: None,
-                    max_used,
-                    reserved,
-                    min_free,
-                    all: true,
-                },
+                global(Some(Duration::from_secs(60 * 86400)), false),
+                global(None, false),
+                global(None, true),
             ]
         } else {
             let mut out = Vec::new();
