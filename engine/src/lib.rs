@@ -54,4 +54,4 @@ pub use engine::{
 };
 pub use gc::{PruneOptions, UsageRecord};
 pub use progress::{Progress, ProgressMode};
-pub use session::{CancellationToken, Session};
+pub use session::{CancellationToken, SecretSource, Secrets, Session};

@@ -710,6 +710,7 @@ pub(crate) fn solve_request(a: BuildArgs) -> anyhow::Result<SolveRequest> {
         locals,
         outputs,
         secrets,
+        secret_source: None,
         ssh,
         oci_layouts,
         no_cache: a.no_cache,

@@ -47,6 +47,9 @@ pub struct SolveRequest {
     pub outputs: Vec<OutputSpec>,
     /// `--secret id=…` contents, in memory only.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Asked for secrets not in `secrets` when a step needs them (a
+    /// daemon's client).
+    pub secret_source: Option<Arc<dyn kiln_engine::SecretSource>>,
     /// `--ssh id=socket`.
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--oci-layout name=dir`.
@@ -144,7 +147,13 @@ impl Controller {
         let mut session = Session::new(progress);
         session.cancel = cancel;
         session.locals = req.locals.clone();
-        session.secrets = req.secrets.clone();
+        session.secrets = match &req.secret_source {
+            Some(src) => kiln_engine::Secrets::on_demand(src.clone()),
+            None => kiln_engine::Secrets::default(),
+        };
+        for (k, v) in &req.secrets {
+            session.secrets.insert(k.clone(), v.clone());
+        }
         session.ssh = req.ssh.clone();
         session.oci_layouts = req.oci_layouts.clone();
         session.no_cache = req.no_cache;

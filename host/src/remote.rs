@@ -4,9 +4,13 @@
 //!
 //! Layer 7, beside `cli`: it parses flags with `cli`'s helpers, and speaks
 //! `daemon::proto`. A build sends its `--local` dirs (a stat manifest, then
-//! only the files the daemon's mirror lacks), its secrets (held in the
-//! daemon's memory for the build), and writes the outputs the daemon
-//! streams back where `dest=` says, on this machine.
+//! only the files the daemon's mirror lacks), answers the daemon's
+//! requests for secrets (held in the daemon's memory for the build) and
+//! ssh-agent connections (joined to the agent `--ssh` names, here), and
+//! writes the outputs the daemon streams back where `dest=` says, on this
+//! machine. `type=local` caches live here too: an import's directory goes
+//! up like a `--local`, an export comes back without the blobs already
+//! there.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -388,23 +392,21 @@ fn finish_sink(s: Sink) -> anyhow::Result<()> {
     }
 }
 
+/// The blobs (hex) a cache directory already holds.
+fn blobs_in(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.len() == 64 && !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
 /// One build on the daemon.
 async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()> {
-    if !req.ssh.is_empty() {
-        bail!("--ssh is not supported through a kiln daemon yet: build without --addr");
-    }
-    if let Some(c) = req
-        .export_cache
-        .iter()
-        .chain(&req.import_cache)
-        .find(|c| c.kind == "local")
-    {
-        bail!(
-            "--export-cache/--import-cache type={} would read or write a directory on the \
-             daemon's machine: through a daemon use type=registry (or inline)",
-            c.kind
-        );
-    }
     req.frontend_component = frontend_bytes(&req)?;
     let mut locals: Vec<(String, PathBuf)> = req
         .locals
@@ -414,6 +416,23 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
     for (n, d) in &req.oci_layouts {
         locals.push((format!("oci-layout:{n}"), d.clone()));
     }
+    // A `type=local` cache import: its directory travels like a --local
+    // (a rebuild sends only new blobs); one that is not a layout is a
+    // warning, as embedded.
+    let mut import_cache = Vec::new();
+    for c in std::mem::take(&mut req.import_cache) {
+        if c.kind == "local" {
+            let src = c.attrs.get("src").map(String::as_str).unwrap_or_default();
+            if !Path::new(src).join("index.json").is_file() {
+                eprintln!("warning: importing cache type=local: {src} is not an OCI layout");
+                continue;
+            }
+            let dir = std::fs::canonicalize(src).with_context(|| format!("reading {src}"))?;
+            locals.push((format!("cache:{}", import_cache.len()), dir));
+        }
+        import_cache.push(c);
+    }
+    req.import_cache = import_cache;
     let walked = {
         let locals = locals.clone();
         tokio::task::spawn_blocking(move || {
@@ -444,9 +463,9 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
             .map(|o| proto::Output {
                 kind: o.kind.clone(),
                 attrs: o.attrs.clone(),
+                have_blobs: Vec::new(),
             })
             .collect(),
-        secrets: std::mem::take(&mut req.secrets),
         no_cache: req.no_cache,
         explain_cache: req.explain_cache,
         progress: req.progress.clone(),
@@ -460,7 +479,9 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
         frontend_component: req.frontend_component.take().unwrap_or_default(),
         export_cache: req.export_cache.iter().map(cache_output).collect(),
         import_cache: req.import_cache.iter().map(cache_output).collect(),
+        ssh_ids: req.ssh.keys().cloned().collect(),
     };
+    let secrets = std::mem::take(&mut req.secrets);
 
     let mut client = connect(remote).await?;
     let (tx, rx) = mpsc::channel::<proto::ClientMessage>(16);
@@ -481,6 +502,9 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
         let _ = tx.send(send(CMsg::Manifest(m))).await;
     }
     let mut sinks: Vec<Option<Sink>> = (0..req.outputs.len()).map(|_| None).collect();
+    let mut cache_sinks: Vec<Option<tempfile::NamedTempFile>> =
+        (0..req.export_cache.len()).map(|_| None).collect();
+    let mut agents = Agents::new(req.ssh.clone(), tx.clone());
     let result = loop {
         let m = match resp.message().await {
             Ok(Some(proto::ServerMessage { msg: Some(m) })) => m,
@@ -512,6 +536,41 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
                     }
                 }
             }
+            SMsg::NeedSecret(n) => {
+                // An id the client does not have is an answer too: the
+                // step says which secret is missing.
+                let v = secrets.get(&n.id);
+                let answer = proto::SecretValue {
+                    request: n.request,
+                    found: v.is_some(),
+                    value: v.cloned().unwrap_or_default(),
+                };
+                let _ = tx.send(send(CMsg::Secret(answer))).await;
+            }
+            SMsg::Ssh(d) => agents.handle(d),
+            SMsg::Output(c) if c.cache => {
+                let i = c.index as usize;
+                let Some(spec) = req.export_cache.get(i).filter(|s| s.kind == "local") else {
+                    bail!("the daemon sent bytes of an unknown cache export {i}");
+                };
+                let dest = PathBuf::from(spec.attrs.get("dest").map(String::as_str).unwrap_or("."));
+                if cache_sinks[i].is_none() {
+                    fs_err::create_dir_all(&dest)?;
+                    cache_sinks[i] = Some(
+                        tempfile::Builder::new()
+                            .prefix(".kiln-cache-")
+                            .tempfile_in(&dest)
+                            .with_context(|| format!("creating a file in {}", dest.display()))?,
+                    );
+                }
+                let f = cache_sinks[i].as_mut().expect("opened above");
+                f.write_all(&c.data)
+                    .with_context(|| format!("writing {}", f.path().display()))?;
+                if c.last {
+                    let tar = cache_sinks[i].take().expect("opened above");
+                    tokio::task::block_in_place(|| receive_cache(tar, &dest))?;
+                }
+            }
             SMsg::Output(c) => {
                 let i = c.index as usize;
                 let (Some(spec), Some(Some(shape))) = (req.outputs.get(i), shapes.get(i)) else {
@@ -540,14 +599,141 @@ async fn build(remote: &RemoteArgs, mut req: SolveRequest) -> anyhow::Result<()>
             }
         }
     };
+    drop(agents);
     drop(tx);
     result
 }
 
+/// Unpacks a received cache directory beside `dest` and merges it in.
+fn receive_cache(tar: tempfile::NamedTempFile, dest: &Path) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-cache-")
+        .tempdir_in(dest)
+        .with_context(|| format!("creating a directory in {}", dest.display()))?;
+    let f = fs_err::File::open(tar.path())?;
+    tar::Archive::new(std::io::BufReader::new(f))
+        .unpack(tmp.path())
+        .with_context(|| format!("unpacking the received cache into {}", tmp.path().display()))?;
+    kiln_engine::cache::merge_cache_layout(tmp.path(), dest)
+        .with_context(|| format!("writing the cache to {}", dest.display()))
+}
+
+/// The client's end of forwarded ssh-agent connections: each one the
+/// daemon opens is joined to the agent socket `--ssh` named for its id.
+struct Agents {
+    sockets: BTreeMap<String, PathBuf>,
+    tx: mpsc::Sender<proto::ClientMessage>,
+    conns: std::collections::HashMap<u64, mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Agents {
+    fn new(sockets: BTreeMap<String, PathBuf>, tx: mpsc::Sender<proto::ClientMessage>) -> Agents {
+        Agents {
+            sockets,
+            tx,
+            conns: Default::default(),
+            tasks: Vec::new(),
+        }
+    }
+
+    fn handle(&mut self, d: proto::SshData) {
+        if d.open {
+            let (in_tx, in_rx) = mpsc::unbounded_channel();
+            self.conns.insert(d.conn, in_tx);
+            let path = self.sockets.get(&d.id).cloned();
+            let tx = self.tx.clone();
+            self.tasks
+                .push(tokio::spawn(join_agent(d.conn, d.id, path, in_rx, tx)));
+        } else if let Some(c) = self.conns.get(&d.conn) {
+            let _ = c.send((!d.eof).then_some(d.data));
+            if d.eof {
+                self.conns.remove(&d.conn);
+            }
+        }
+    }
+}
+
+/// Joins forwarded connection `conn` to the agent at `path`.
+async fn join_agent(
+    conn: u64,
+    id: String,
+    path: Option<PathBuf>,
+    mut from_daemon: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    tx: mpsc::Sender<proto::ClientMessage>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let send = |d: proto::SshData| {
+        tx.send(proto::ClientMessage {
+            msg: Some(CMsg::Ssh(d)),
+        })
+    };
+    let stream = match &path {
+        Some(p) => tokio::net::UnixStream::connect(p)
+            .await
+            .with_context(|| format!("connecting to the ssh agent {id:?} at {}", p.display())),
+        None => Err(anyhow::anyhow!("no --ssh {id} was given")),
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = send(proto::SshData {
+                conn,
+                error: format!("{e:#}"),
+                ..Default::default()
+            })
+            .await;
+            return;
+        }
+    };
+    let (mut r, mut w) = stream.into_split();
+    let up = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                let n = r.read(&mut buf).await.unwrap_or(0);
+                let d = proto::SshData {
+                    conn,
+                    data: buf[..n].to_vec(),
+                    eof: n == 0,
+                    ..Default::default()
+                };
+                let m = proto::ClientMessage {
+                    msg: Some(CMsg::Ssh(d)),
+                };
+                if tx.send(m).await.is_err() || n == 0 {
+                    return;
+                }
+            }
+        })
+    };
+    while let Some(Some(d)) = from_daemon.recv().await {
+        if w.write_all(&d).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+    let _ = up.await;
+}
+
 fn cache_output(c: &kiln_engine::cache::CacheSpec) -> proto::Output {
+    let have_blobs = match (c.kind.as_str(), c.attrs.get("dest")) {
+        ("local", Some(d)) => blobs_in(Path::new(d)),
+        _ => Vec::new(),
+    };
     proto::Output {
         kind: c.kind.clone(),
         attrs: c.attrs.clone(),
+        have_blobs,
     }
 }
 

@@ -663,7 +663,7 @@ fn a_secret_through_the_daemon_lands_nowhere_under_its_root() {
     std::fs::write(
         ctx.join("Dockerfile"),
         "ARG BASE\nFROM ${BASE}\n\
-         RUN --mount=type=secret,id=tok sh -c 'cat /run/secrets/tok | wc -c | tr -d \" \" > /len'\n\
+         RUN --mount=type=secret,id=tok,required=true sh -c 'cat /run/secrets/tok | wc -c | tr -d \" \" > /len'\n\
          RUN --mount=type=secret,id=tok,env=TOK sh -c 'test \"${#TOK}\" -gt 10 && echo ok > /envok'\n",
     )
     .unwrap();
@@ -678,6 +678,7 @@ fn a_secret_through_the_daemon_lands_nowhere_under_its_root() {
         &[
             format!("--opt=build-arg:BASE={base}"),
             format!("--secret=id=tok,src={}", sfile.display()),
+            format!("--secret=id=unused,src={}", sfile.display()),
             format!("--output=type=local,dest={}", dest.display()),
             format!("--output=type=oci,dest={},name=s:1", tar.display()),
         ],
@@ -687,6 +688,40 @@ fn a_secret_through_the_daemon_lands_nowhere_under_its_root() {
         format!("{}\n", secret.len())
     );
     assert_eq!(std::fs::read_to_string(dest.join("envok")).unwrap(), "ok\n");
+    // Secrets are asked for when a step needs them: `tok` once for both
+    // steps, `unused` never.
+    let asked = |d: &Daemon, id: &str| {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("asking the client for a secret") && l.contains(id))
+            .count()
+    };
+    assert_eq!(asked(&d, "tok"), 1, "{}", d.log());
+    assert_eq!(asked(&d, "unused"), 0, "{}", d.log());
+    // A cached rebuild runs no step, so it asks for nothing.
+    let o2 = run_ok(&mut dockerfile_build(
+        remote(&d),
+        &ctx,
+        "plain",
+        &[
+            format!("--opt=build-arg:BASE={base}"),
+            format!("--secret=id=tok,src={}", sfile.display()),
+        ],
+    ));
+    assert_eq!(asked(&d, "tok"), 1, "{}", d.log());
+    // A secret the client does not have fails the step that needs it,
+    // naming the secret.
+    let o3 = run_fail(&mut dockerfile_build(
+        remote(&d),
+        &ctx,
+        "plain",
+        &[format!("--opt=build-arg:BASE={base}"), "--no-cache".into()],
+    ));
+    assert!(
+        stderr(&o3).contains("secret \"tok\" is not provided"),
+        "{}",
+        stderr(&o3)
+    );
     d.stop();
     let mut found = Vec::new();
     grep_tree(d.root.path(), secret.as_bytes(), &mut found);
@@ -698,10 +733,9 @@ fn a_secret_through_the_daemon_lands_nowhere_under_its_root() {
         !d.log().contains(secret),
         "the secret is in the daemon's log"
     );
-    assert!(
-        !stderr(&o).contains(secret),
-        "the secret is in the progress"
-    );
+    for o in [&o, &o2, &o3] {
+        assert!(!stderr(o).contains(secret), "the secret is in the progress");
+    }
     assert!(!contains_bytes(
         &std::fs::read(&tar).unwrap(),
         secret.as_bytes()
@@ -973,12 +1007,213 @@ fn two_daemons_share_a_registry_cache() {
         .lines()
         .any(|l| l.contains("RUN echo expensive") && l.contains("\"cached\":true"));
     assert!(run_cached, "the RUN step ran again:\n{err}");
-    // A local cache dir would be on the daemon's machine: refused.
-    let o = run_fail(&mut dockerfile_build(
+}
+
+/// The digests (hex) of the blobs in a cache directory.
+fn blob_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_local_cache_dir_lives_on_the_client() {
+    if !tools() {
+        return;
+    }
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    let first = Daemon::start();
+    let second = Daemon::start();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nRUN echo expensive > /result\nCOPY Dockerfile /df\n",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("c");
+    let arg = format!("--opt=build-arg:BASE={base}");
+    let export = format!("--export-cache=type=local,dest={},mode=max", dir.display());
+    let import = format!("--import-cache=type=local,src={}", dir.display());
+    run_ok(&mut dockerfile_build(
+        remote(&first),
+        ctx.path(),
+        "plain",
+        &[arg.clone(), export.clone()],
+    ));
+    // Written on this side, as an OCI layout tagged `latest`.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let tags: Vec<_> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].clone())
+        .collect();
+    assert_eq!(tags, [serde_json::json!("latest")], "{index}");
+    assert!(dir.join("oci-layout").is_file());
+    let blobs = blob_names(&dir);
+    assert!(blobs.len() >= 4, "{blobs:?}");
+    for b in &blobs {
+        assert!(!b.starts_with('.'), "a temp file was left: {b}");
+    }
+
+    // Another daemon with an empty root reads it from this side: the RUN
+    // step is cached; exporting again leaves the same blobs, one tag.
+    let o = run_ok(&mut dockerfile_build(
+        remote(&second),
+        ctx.path(),
+        "rawjson",
+        &[arg.clone(), import.clone(), export.clone()],
+    ));
+    let err = stderr(&o);
+    let run_cached = err
+        .lines()
+        .any(|l| l.contains("RUN echo expensive") && l.contains("\"cached\":true"));
+    assert!(run_cached, "the RUN step ran again:\n{err}");
+    assert_eq!(blob_names(&dir), blobs);
+    let index2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index2["manifests"].as_array().unwrap().len(), 1, "{index2}");
+    // The second export sent back none of the blobs already here.
+    let sent = second
+        .log()
+        .lines()
+        .filter(|l| l.contains("cache sent"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(sent.len(), 1, "{}", second.log());
+    assert!(sent[0].contains("blobs=0"), "{sent:?}");
+
+    // A changed context: only the COPY step's blob is new.
+    std::fs::write(ctx.path().join("extra"), "x").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nRUN echo expensive > /result\nCOPY Dockerfile /df\n# changed\n",
+    )
+    .unwrap();
+    run_ok(&mut dockerfile_build(
         remote(&second),
         ctx.path(),
         "plain",
-        &[arg, "--export-cache=type=local,dest=/tmp/kiln-cache".into()],
+        &[arg.clone(), import.clone(), export.clone()],
     ));
-    assert!(stderr(&o).contains("type=registry"), "{}", stderr(&o));
+    let sent = second
+        .log()
+        .lines()
+        .rfind(|l| l.contains("cache sent"))
+        .unwrap()
+        .to_owned();
+    assert!(!sent.contains("blobs=0"), "{sent}");
+    let after = blob_names(&dir);
+    assert!(after.len() > blobs.len());
+    assert!(blobs.iter().all(|b| after.contains(b)), "old blobs kept");
+
+    // A cache dir that is not there is a warning, as embedded, and never
+    // a directory of the daemon's machine.
+    let o = run_ok(&mut dockerfile_build(
+        remote(&second),
+        ctx.path(),
+        "plain",
+        &[
+            arg,
+            format!(
+                "--import-cache=type=local,src={}",
+                second.root.path().display()
+            ),
+        ],
+    ));
+    assert!(
+        stderr(&o).contains("is not an OCI layout"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn ssh_agent_is_forwarded_from_the_client() {
+    if !(tools() && require_tool("gcc")) {
+        return;
+    }
+    use std::io::{BufRead as _, Write as _};
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    let d = Daemon::start();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nCOPY sockclient /usr/bin/sockclient\n\
+         RUN --mount=type=ssh sh -c 'sockclient > /reply'\n\
+         RUN --mount=type=ssh,id=other,required=false sh -c 'sockclient > /other || echo none > /other'\n",
+    )
+    .unwrap();
+    let src = kiln_e2e::workspace_root().join("tests/fixtures/sockclient.c");
+    let st = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(ctx.path().join("sockclient"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static");
+
+    // A stand-in agent on the client's side: it answers one line.
+    let out = tempfile::tempdir().unwrap();
+    let sock = out.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut w = conn;
+        w.write_all(format!("pong:{line}").as_bytes()).unwrap();
+    });
+    let dest = out.path().join("o");
+    let o = run_ok(&mut dockerfile_build(
+        remote(&d),
+        ctx.path(),
+        "plain",
+        &[
+            format!("--opt=build-arg:BASE={base}"),
+            format!("--ssh=default={}", sock.display()),
+            format!("--output=type=local,dest={}", dest.display()),
+        ],
+    ));
+    server.join().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dest.join("reply")).unwrap(),
+        "pong:ping\n",
+        "{}",
+        stderr(&o)
+    );
+    // `other` was not given: an optional mount is left out.
+    assert_eq!(
+        std::fs::read_to_string(dest.join("other")).unwrap(),
+        "none\n"
+    );
+
+    // An agent the client cannot reach fails the step, and the daemon
+    // goes on serving.
+    let gone = out.path().join("gone.sock");
+    let o = run_fail(&mut dockerfile_build(
+        remote(&d),
+        ctx.path(),
+        "plain",
+        &[
+            format!("--opt=build-arg:BASE={base}"),
+            format!("--ssh=default={}", gone.display()),
+            "--no-cache".into(),
+        ],
+    ));
+    assert!(stderr(&o).contains("sockclient"), "{}", stderr(&o));
+    assert!(
+        d.log().contains("could not reach its ssh agent"),
+        "{}",
+        d.log()
+    );
+    run_ok(&mut client(&d, &["debug", "info"]));
 }

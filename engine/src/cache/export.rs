@@ -348,6 +348,27 @@ fn write_layout(
         fs_err::copy(worker.content.path(d), &tmp)?;
         fs_err::rename(&tmp, &p)?;
     }
+    tag_manifest(
+        dir,
+        json!({
+            "mediaType": media_types::manifest(true),
+            "artifactType": format::ARTIFACT_TYPE,
+            "digest": manifest.as_str(),
+            "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }),
+    )
+}
+
+fn ref_name(e: &serde_json::Value) -> Option<&str> {
+    e.pointer("/annotations/org.opencontainers.image.ref.name")
+        .and_then(|x| x.as_str())
+}
+
+/// Adds index entry `entry` to the OCI layout at `dir` (creating its
+/// `oci-layout` file), replacing an entry with the same ref name and
+/// keeping the others.
+fn tag_manifest(dir: &Path, entry: serde_json::Value) -> Result<()> {
     fs_err::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let idx_path = dir.join("index.json");
     let mut manifests: Vec<serde_json::Value> = match fs_err::read(&idx_path) {
@@ -357,18 +378,9 @@ fn write_layout(
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    manifests.retain(|e| {
-        e.pointer("/annotations/org.opencontainers.image.ref.name")
-            .and_then(|x| x.as_str())
-            != Some(tag)
-    });
-    manifests.push(json!({
-        "mediaType": media_types::manifest(true),
-        "artifactType": format::ARTIFACT_TYPE,
-        "digest": manifest.as_str(),
-        "size": manifest_size,
-        "annotations": {"org.opencontainers.image.ref.name": tag},
-    }));
+    let tag = ref_name(&entry).map(str::to_owned);
+    manifests.retain(|e| tag.is_none() || ref_name(e) != tag.as_deref());
+    manifests.push(entry);
     let idx = json!({
         "schemaVersion": 2,
         "mediaType": media_types::INDEX,
@@ -378,4 +390,125 @@ fn write_layout(
     fs_err::write(&tmp, serde_json::to_vec(&idx)?)?;
     fs_err::rename(&tmp, &idx_path)?;
     Ok(())
+}
+
+/// Merges the cache layout at `from` (a `type=local` export written
+/// elsewhere, as a daemon's client receives it) into the layout at `into`:
+/// blobs `into` lacks are moved over, then `from`'s index entries replace
+/// those with the same tag. Blobs go first, so an interrupted merge leaves
+/// `into`'s index pointing only at blobs it has.
+pub fn merge_cache_layout(from: &Path, into: &Path) -> Result<()> {
+    let src = from.join("blobs").join("sha256");
+    let bdir = into.join("blobs").join("sha256");
+    fs_err::create_dir_all(&bdir)?;
+    if src.is_dir() {
+        for e in fs_err::read_dir(&src)? {
+            let e = e?;
+            let name = e.file_name();
+            let hex = name.to_str().unwrap_or_default();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{}: not a sha256 blob name in a cache layout",
+                    e.path().display()
+                );
+            }
+            let p = bdir.join(hex);
+            if !p.is_file() {
+                fs_err::rename(e.path(), &p)?;
+            }
+        }
+    }
+    let idx = fs_err::read(from.join("index.json"))?;
+    let idx: serde_json::Value = serde_json::from_slice(&idx)
+        .with_context(|| format!("{}: not an OCI index", from.join("index.json").display()))?;
+    for m in idx
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default()
+    {
+        let d: Digest = m
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .parse()
+            .context("an index entry of the received cache")?;
+        if !bdir.join(d.hex()).is_file() {
+            bail!("the received cache names blob {d}, which neither side has");
+        }
+        tag_manifest(into, m)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(dir: &Path, blobs: &[&[u8]], tag: &str) -> Digest {
+        let bdir = dir.join("blobs/sha256");
+        fs_err::create_dir_all(&bdir).unwrap();
+        let mut last = None;
+        for b in blobs {
+            let d = Digest::of_bytes(b);
+            fs_err::write(bdir.join(d.hex()), b).unwrap();
+            last = Some(d);
+        }
+        let m = last.unwrap();
+        tag_manifest(
+            dir,
+            json!({"mediaType": "x", "digest": m.as_str(), "size": 1,
+                   "annotations": {"org.opencontainers.image.ref.name": tag}}),
+        )
+        .unwrap();
+        m
+    }
+
+    fn tags(dir: &Path) -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs_err::read(dir.join("index.json")).unwrap()).unwrap();
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{}={}", ref_name(m).unwrap(), m["digest"].as_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn merge_moves_new_blobs_and_replaces_only_the_same_tag() {
+        let t = tempfile::tempdir().unwrap();
+        let (into, from) = (t.path().join("into"), t.path().join("from"));
+        layout(&into, &[b"shared", b"old"], "latest");
+        let other = layout(&into, &[b"other"], "other");
+        let new = layout(&from, &[b"shared", b"new"], "latest");
+        merge_cache_layout(&from, &into).unwrap();
+        assert_eq!(
+            tags(&into),
+            [format!("other={other}"), format!("latest={new}")]
+        );
+        for b in [&b"shared"[..], b"old", b"new", b"other"] {
+            assert!(
+                into.join("blobs/sha256")
+                    .join(Digest::of_bytes(b).hex())
+                    .is_file()
+            );
+        }
+    }
+
+    #[test]
+    fn merge_refuses_odd_blob_names_and_dangling_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let (into, from) = (t.path().join("into"), t.path().join("from"));
+        layout(&from, &[b"a"], "latest");
+        fs_err::write(from.join("blobs/sha256/../sha256/..x"), b"").unwrap();
+        let e = merge_cache_layout(&from, &into).unwrap_err();
+        assert!(format!("{e:#}").contains("not a sha256 blob name"), "{e:#}");
+
+        let from2 = t.path().join("from2");
+        let d = layout(&from2, &[b"b"], "latest");
+        fs_err::remove_file(from2.join("blobs/sha256").join(d.hex())).unwrap();
+        let e = merge_cache_layout(&from2, &into).unwrap_err();
+        assert!(format!("{e:#}").contains("neither side has"), "{e:#}");
+    }
 }

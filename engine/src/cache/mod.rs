@@ -29,7 +29,7 @@ use kiln_runtime::registry::{Descriptor, ImageRef, Platform};
 use kiln_store::ocilayout::OciLayout;
 use kiln_store::{Digest, SnapshotId};
 
-pub use export::{CacheExportOptions, export_cache, inline_cache};
+pub use export::{CacheExportOptions, export_cache, inline_cache, merge_cache_layout};
 pub use format::{CacheConfig, CacheLayer, CacheRecord};
 
 use crate::cachekey::CacheKey;

@@ -7,7 +7,7 @@
 //! locked), tmpfs, secret and ssh. Secrets live only in memory and in a
 //! 0600-or-tighter temp file outside the rootfs for the run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
@@ -26,6 +26,9 @@ use crate::cachekey::CacheKey;
 use crate::fsutil;
 use crate::records::KeyParts;
 use crate::session::Session;
+
+/// The secrets one step asked for, by id.
+type Secrets = BTreeMap<String, Arc<Vec<u8>>>;
 use crate::solver::{BoxFuture, Input, Op, OpContext, ProgressSink, VertexInfo};
 
 pub use kiln_runtime::executor::Executor;
@@ -117,6 +120,20 @@ impl Op<Ref> for ExecOpImpl {
             debug_assert_eq!(refs.len(), self.n_inputs);
             let exec = self.exec.clone();
             let session = self.ctx.session.clone();
+            // Secrets are looked up here, before the container starts: a
+            // daemon asks its client for them, over the network.
+            let wanted: Vec<String> = exec
+                .mounts
+                .iter()
+                .filter(|m| m.mount_type == pb::MountType::Secret as i32)
+                .map(|m| m.secret_opt.clone().unwrap_or_default().id)
+                .chain(exec.secretenv.iter().map(|s| s.id.clone()))
+                .collect();
+            let secrets = session
+                .secrets
+                .resolve(wanted.iter().map(String::as_str))
+                .await
+                .context("asking the client for a secret")?;
             let vertex = VertexInfo {
                 digest: cx.digest.clone(),
                 name: cx.name.clone(),
@@ -139,6 +156,7 @@ impl Op<Ref> for ExecOpImpl {
                     &exec,
                     &refs,
                     &session,
+                    &secrets,
                     &vertex,
                     &token,
                     outputs,
@@ -237,6 +255,7 @@ fn run_exec(
     exec: &pb::ExecOp,
     refs: &[Ref],
     session: &Session,
+    secrets: &Secrets,
     vertex: &VertexInfo,
     cancel: &CancelToken,
     outputs: usize,
@@ -248,6 +267,7 @@ fn run_exec(
         exec,
         refs,
         session,
+        secrets,
         vertex,
         cancel,
         outputs,
@@ -273,6 +293,7 @@ fn run_exec_inner(
     exec: &pb::ExecOp,
     refs: &[Ref],
     session: &Session,
+    secrets: &Secrets,
     vertex: &VertexInfo,
     cancel: &CancelToken,
     outputs: usize,
@@ -360,7 +381,7 @@ fn run_exec_inner(
             pb::MountType::Cache => cache_mount(worker, m, &input_ref(m.input), cleanup)?,
             pb::MountType::Secret => {
                 let opt = m.secret_opt.clone().unwrap_or_default();
-                match session.secrets.get(&opt.id) {
+                match secrets.get(&opt.id) {
                     Some(value) => {
                         let path = secret_file(worker, value, &opt, cleanup)?;
                         MountKind::Secret { source: path }
@@ -403,7 +424,7 @@ fn run_exec_inner(
         }
     }
     for se in &exec.secretenv {
-        match session.secrets.get(&se.id) {
+        match secrets.get(&se.id) {
             Some(v) => env.push(format!("{}={}", se.name, String::from_utf8_lossy(v))),
             None if se.optional => {}
             None => bail!(

@@ -135,25 +135,25 @@ impl GitOp {
     /// The `Authorization` header value from the session's secrets, if the
     /// named secrets are present (BuildKit sets default IDs, so a missing
     /// secret just means no auth).
-    fn auth(&self) -> Option<String> {
+    async fn auth(&self) -> Result<Option<String>> {
         let secrets = &self.ctx.session.secrets;
-        if let Some(h) = self
-            .auth_header_secret
-            .as_ref()
-            .and_then(|id| secrets.get(id))
+        if let Some(id) = &self.auth_header_secret
+            && let Some(h) = secrets.get(id).await?
         {
-            return Some(String::from_utf8_lossy(h).trim().to_owned());
+            return Ok(Some(String::from_utf8_lossy(&h).trim().to_owned()));
         }
-        let token = self
-            .auth_token_secret
-            .as_ref()
-            .and_then(|id| secrets.get(id))?;
+        let Some(id) = &self.auth_token_secret else {
+            return Ok(None);
+        };
+        let Some(token) = secrets.get(id).await? else {
+            return Ok(None);
+        };
         use base64::Engine as _;
-        let creds = format!("x-access-token:{}", String::from_utf8_lossy(token).trim());
-        Some(format!(
+        let creds = format!("x-access-token:{}", String::from_utf8_lossy(&token).trim());
+        Ok(Some(format!(
             "basic {}",
             base64::engine::general_purpose::STANDARD.encode(creds)
-        ))
+        )))
     }
 
     fn git<'a>(&'a self, dir: Option<&'a Path>, auth: &'a Option<String>) -> Git<'a> {
@@ -191,7 +191,7 @@ impl GitOp {
         } else {
             self.reference.as_str()
         };
-        let auth = self.auth();
+        let auth = self.auth().await?;
         // Without the `^{}` pattern ls-remote leaves out the peeled line
         // of an annotated tag.
         let peeled = format!("{r}^{{}}");
@@ -274,7 +274,7 @@ impl GitOp {
         if m.has(&spec).await {
             return Ok(false);
         }
-        let auth = self.auth();
+        let auth = self.auth().await?;
         let net = self.git(Some(mirror), &auth);
         let want = if self.reference.is_empty() || is_sha(&self.reference) {
             commit.to_owned()
@@ -346,7 +346,7 @@ impl GitOp {
         let _ = std::fs::remove_file(work.join(".git/FETCH_HEAD"));
         w.run(&["remote", "add", "origin", "--", &self.url]).await?;
         if !self.skip_submodules && work.join(".gitmodules").is_file() {
-            let auth = self.auth();
+            let auth = self.auth().await?;
             let net = self.git(Some(work), &auth);
             let shallow = net
                 .run(&[

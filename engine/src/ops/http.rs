@@ -181,6 +181,8 @@ impl HttpOp {
                 .session
                 .secrets
                 .get(id)
+                .await
+                .map_err(Fetch::Fatal)?
                 .with_context(|| {
                     format!("secret {id:?} (http.authheadersecret) is not provided by the session")
                 })

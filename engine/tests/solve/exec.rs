@@ -169,7 +169,7 @@ async fn exec_runs_with_mounts_secrets_and_cache() {
     def.name(&run, "[2/2] RUN build");
     let bytes = def.finish(&run);
     let secret = |s: &mut kiln_engine::Session| {
-        s.secrets.insert("tok".into(), b"s3cr3t".to_vec());
+        s.secrets.insert("tok", b"s3cr3t".to_vec());
     };
     let (s, buf) = session_with(secret, &[]);
     let r = e.solve(&bytes, s).await.unwrap();

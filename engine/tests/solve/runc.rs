@@ -124,7 +124,7 @@ async fn runc_exec_chain_with_cache_mount_and_secret() {
     def.name(&two, "[3/3] RUN second");
     let bytes = def.finish(&two);
     let with_secret = |s: &mut kiln_engine::Session| {
-        s.secrets.insert("tok".into(), b"s3cr3t".to_vec());
+        s.secrets.insert("tok", b"s3cr3t".to_vec());
     };
     let (s, buf) = session_with(with_secret, &[("context", ctx.path())]);
     let r = match e.solve(&bytes, s).await {

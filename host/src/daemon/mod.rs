@@ -5,11 +5,13 @@
 //! The daemon holds `daemon.lock` in the state dir for its whole life, so a
 //! second daemon on the same root refuses to start. Its own state is under
 //! `daemon/v1/`: `locals/` (mirrors of client dirs, see [`transfer`]) and
-//! `sessions/` (per-build scratch, removed at the end of each build).
+//! `sessions/` (per-build scratch and the build's forwarded ssh-agent
+//! sockets, removed at the end of each build).
 //! Secrets are never written there: they stay in memory, and the exec op
 //! puts secret mounts on /dev/shm (a tmpfs outside the state dir).
 
 pub mod addr;
+mod attach;
 pub mod proto;
 mod session;
 mod transfer;

@@ -1,6 +1,8 @@
 //! One client's build on the daemon: receive the locals, run the build on
-//! the shared [`Controller`] with the client's progress mode, stream the
-//! client-side outputs back, end with `Done`.
+//! the shared [`Controller`] with the client's progress mode (asking the
+//! client for secrets and ssh-agent connections as steps need them, see
+//! [`super::attach`]), stream the client-side outputs back, end with
+//! `Done`.
 //!
 //! The build is cancelled, and only this build, when the client goes away
 //! (its stream breaks or the response is dropped) or the daemon stops.
@@ -18,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use super::State;
+use super::attach::{Attachments, ClientSecrets};
 use super::proto::{self, client_message::Msg as CMsg, server_message::Msg as SMsg};
 use super::transfer::Mirror;
 use crate::control::{OutputSpec, SolveRequest};
@@ -144,7 +147,7 @@ async fn serve(
         frontend = %if start.frontend.is_empty() { "(llb)" } else { start.frontend.as_str() },
         locals = start.locals.len(),
         outputs = start.outputs.len(),
-        secrets = start.secrets.len(),
+        ssh = start.ssh_ids.len(),
         "build started"
     );
     // Locals, one after the other, in the order Start names them.
@@ -177,11 +180,53 @@ async fn serve(
     }
     let mut locals = BTreeMap::new();
     let mut oci_layouts = BTreeMap::new();
+    let mut import_cache: Vec<_> = start.import_cache.into_iter().map(cache_spec).collect();
+    let mut mirrored = std::collections::HashSet::new();
     for m in &mirrors {
-        match m.name().strip_prefix("oci-layout:") {
-            Some(n) => oci_layouts.insert(n.to_string(), m.tree().to_path_buf()),
-            None => locals.insert(m.name().to_string(), m.tree().to_path_buf()),
-        };
+        let tree = m.tree().display().to_string();
+        if let Some(n) = m.name().strip_prefix("oci-layout:") {
+            oci_layouts.insert(n.to_string(), m.tree().to_path_buf());
+        } else if let Some(i) = m.name().strip_prefix("cache:") {
+            // A `type=local` cache import reads the mirror of the
+            // client's directory.
+            let i = i.parse::<usize>().ok();
+            let spec = i
+                .and_then(|i| import_cache.get_mut(i))
+                .filter(|s| s.kind == "local")
+                .with_context(|| format!("local {:?} names no --import-cache", m.name()))?;
+            spec.attrs.insert("src".into(), tree);
+            mirrored.extend(i);
+        } else {
+            locals.insert(m.name().to_string(), m.tree().to_path_buf());
+        }
+    }
+    // Never a directory of the daemon's own machine.
+    let import_cache: Vec<_> = import_cache
+        .into_iter()
+        .enumerate()
+        .filter(|(i, s)| s.kind != "local" || mirrored.contains(i))
+        .map(|(_, s)| s)
+        .collect();
+    // A `type=local` cache export is written here, then sent back without
+    // the blobs the client's directory already has.
+    let mut export_cache = Vec::new();
+    let mut cache_dirs: Vec<(usize, PathBuf, std::collections::HashSet<String>)> = Vec::new();
+    for (i, o) in start.export_cache.into_iter().enumerate() {
+        let have = o.have_blobs.iter().cloned().collect();
+        let mut spec = cache_spec(o);
+        if spec.kind == "local" {
+            let p = dir.join(format!("cache-out-{i}"));
+            spec.attrs.insert("dest".into(), p.display().to_string());
+            cache_dirs.push((i, p, have));
+        }
+        export_cache.push(spec);
+    }
+    // The client's secrets and ssh agents, asked for while the build runs.
+    let attach = Attachments::new(id, tx.clone());
+    let mut ssh = BTreeMap::new();
+    for (i, name) in start.ssh_ids.iter().enumerate() {
+        let sock = attach.listen_ssh(name, &dir.join(format!("ssh-{i}.sock")))?;
+        ssh.insert(name.clone(), sock);
     }
     // Client-side outputs go to files in the session dir first.
     let mut outputs = Vec::new();
@@ -209,8 +254,9 @@ async fn serve(
         definition: start.has_definition.then_some(start.definition),
         locals,
         outputs,
-        secrets: start.secrets,
-        ssh: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        secret_source: Some(Arc::new(ClientSecrets(attach.clone()))),
+        ssh,
         oci_layouts,
         no_cache: start.no_cache,
         explain_cache: start.explain_cache,
@@ -225,8 +271,8 @@ async fn serve(
         },
         frontend_component: (!start.frontend_component.is_empty())
             .then_some(start.frontend_component),
-        export_cache: start.export_cache.into_iter().map(cache_spec).collect(),
-        import_cache: start.import_cache.into_iter().map(cache_spec).collect(),
+        export_cache,
+        import_cache,
     };
 
     // Progress: rendered here in the client's mode, forwarded in order.
@@ -250,20 +296,34 @@ async fn serve(
     };
     let progress = Progress::with_writer(mode, Box::new(ChannelWriter(ptx.clone())));
 
-    // A client that goes away cancels its build.
+    // The rest of the client's stream carries its answers (secrets, ssh
+    // bytes); a broken stream means the client is gone, which cancels its
+    // build.
     let watch = {
         let cancel = cancel.clone();
         let tx = tx.clone();
-        // The rest of the client's stream: nothing more is expected, but a
-        // broken stream means the client is gone.
+        let attach = attach.clone();
         let mut rest = stream;
         tokio::spawn(async move {
             let broken = async {
                 loop {
                     match rest.message().await {
+                        Ok(Some(proto::ClientMessage { msg: Some(m) })) => {
+                            if let Err(e) = attach.dispatch(m) {
+                                tracing::warn!(session = id, error = %format!("{e:#}"), "bad message from the client");
+                                attach.close();
+                                return;
+                            }
+                        }
                         Ok(Some(_)) => {}
-                        Ok(None) => std::future::pending::<()>().await,
-                        Err(_) => return,
+                        Ok(None) => {
+                            attach.close();
+                            std::future::pending::<()>().await
+                        }
+                        Err(_) => {
+                            attach.close();
+                            return;
+                        }
                     }
                 }
             };
@@ -278,6 +338,7 @@ async fn serve(
         .controller
         .solve_with(req, progress, cancel.clone())
         .await;
+    attach.close();
     let (ftx, frx) = oneshot::channel();
     let _ = ptx.send(Fwd::Flush(ftx));
     let _ = frx.await;
@@ -289,7 +350,17 @@ async fn serve(
     }
     result?;
     for (i, shape, p) in streamed {
-        send_output(tx, i as u32, shape, &p, dir).await?;
+        send_output(tx, i as u32, shape, &p, dir, None).await?;
+    }
+    for (i, p, have) in cache_dirs {
+        let blobs = send_output(tx, i as u32, OutputShape::Dir, &p, dir, Some(&have)).await?;
+        tracing::info!(
+            session = id,
+            export = i,
+            blobs,
+            client_has = have.len(),
+            "cache sent"
+        );
     }
     watch.abort();
     forward.abort();
@@ -305,20 +376,30 @@ fn cache_spec(o: proto::Output) -> kiln_engine::cache::CacheSpec {
 }
 
 /// Streams an exported file (or a directory, as a tar) to the client.
+/// `cache_have` marks a cache directory (of `Start.export_cache`) and the
+/// blobs the client already has, which are left out. Returns how many
+/// blobs were sent.
 async fn send_output(
     tx: &Tx,
     index: u32,
     shape: OutputShape,
     path: &Path,
     dir: &Path,
-) -> anyhow::Result<()> {
-    let file = match shape {
-        OutputShape::File => path.to_path_buf(),
+    cache_have: Option<&std::collections::HashSet<String>>,
+) -> anyhow::Result<usize> {
+    let cache = cache_have.is_some();
+    let (file, blobs) = match shape {
+        OutputShape::File => (path.to_path_buf(), 0),
         OutputShape::Dir => {
-            let tar = dir.join(format!("out-{index}.tar"));
+            let tar = dir.join(format!(
+                "{}-{index}.tar",
+                if cache { "cache" } else { "out" }
+            ));
             let (src, dst) = (path.to_path_buf(), tar.clone());
-            tokio::task::spawn_blocking(move || tar_dir(&src, &dst)).await??;
-            tar
+            let skip = cache_have.cloned();
+            let n =
+                tokio::task::spawn_blocking(move || tar_dir(&src, &dst, skip.as_ref())).await??;
+            (tar, n)
         }
     };
     use tokio::io::AsyncReadExt as _;
@@ -336,24 +417,66 @@ async fn send_output(
             index,
             data: buf[..n].to_vec(),
             last,
+            cache,
         })))
         .await
         .context("the client went away")?;
         if last {
-            return Ok(());
+            return Ok(blobs);
         }
     }
 }
 
-fn tar_dir(src: &Path, dst: &Path) -> anyhow::Result<()> {
+/// Packs `src` as a tar at `dst`. For a cache layout (`skip_blobs` given),
+/// leaves out `blobs/sha256/<hex>` for every hex in `skip_blobs`, and
+/// returns how many blobs it packed.
+fn tar_dir(
+    src: &Path,
+    dst: &Path,
+    skip_blobs: Option<&std::collections::HashSet<String>>,
+) -> anyhow::Result<usize> {
     let f = fs_err::File::create(dst)?;
     let mut b = tar::Builder::new(std::io::BufWriter::new(f));
     b.follow_symlinks(false);
     b.mode(tar::HeaderMode::Complete);
-    if src.exists() {
-        b.append_dir_all(".", src)
-            .with_context(|| format!("packing {}", src.display()))?;
+    let mut blobs = 0;
+    match skip_blobs {
+        _ if !src.exists() => {}
+        Some(skip) => append_tree(&mut b, src, Path::new(""), skip, &mut blobs)?,
+        None => b
+            .append_dir_all(".", src)
+            .with_context(|| format!("packing {}", src.display()))?,
     }
     b.into_inner()?.flush()?;
+    Ok(blobs)
+}
+
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    skip_blobs: &std::collections::HashSet<String>,
+    blobs: &mut usize,
+) -> anyhow::Result<()> {
+    let here = root.join(rel);
+    let mut names: Vec<_> = fs_err::read_dir(&here)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for n in names {
+        let r = rel.join(&n);
+        let full = root.join(&r);
+        let blob = rel == Path::new("blobs/sha256");
+        if blob && n.to_str().is_some_and(|h| skip_blobs.contains(h)) {
+            continue;
+        }
+        b.append_path_with_name(&full, &r)
+            .with_context(|| format!("packing {}", full.display()))?;
+        if fs_err::symlink_metadata(&full)?.is_dir() {
+            append_tree(b, root, &r, skip_blobs, blobs)?;
+        } else if blob {
+            *blobs += 1;
+        }
+    }
     Ok(())
 }
