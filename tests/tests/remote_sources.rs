@@ -714,6 +714,79 @@ fn a_fetched_commit_needs_no_fetch_again() {
 }
 
 #[test]
+fn concurrent_builds_on_one_root_fetch_into_the_mirror_once() {
+    let Some(f) = fixture() else { return };
+    let url = f.srv.url("project");
+    let text = format!("FROM scratch\nADD {url}#main /a/\n");
+    // What one build asks of the server: a resolve, and the fetch(es).
+    let alone = Build::new(&text);
+    let before = f.srv.upload_packs();
+    run_ok(&mut alone.cmd("1"));
+    let one = f.srv.upload_packs() - before;
+    // Three processes on one fresh root: each resolves the branch, and the
+    // mirror is filled once (the others wait for its lock, then find the
+    // commit there).
+    let b = Build::new(&text);
+    let before = f.srv.upload_packs();
+    let kids: Vec<_> = (0..3)
+        .map(|i| {
+            b.cmd(&format!("c{i}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for i in 0..3 {
+        assert_eq!(b.read(&format!("c{i}"), "a/README"), "v2\n");
+    }
+    assert_eq!(f.srv.upload_packs() - before, one + 2);
+
+    // While another process holds the mirror's lock, a build that needs
+    // the mirror waits for it.
+    let mirrors: Vec<_> = std::fs::read_dir(b.root.path().join("engine/v1/git"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    let mut holder = Command::new("flock")
+        .arg(mirrors[0].join("kiln.lock"))
+        .args(["sh", "-c", "echo held; cat > /dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "held\n");
+    let mut waiting = b
+        .cmd("w")
+        .arg("--no-cache")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the build went on while the mirror was locked"
+    );
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let o = waiting.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(b.read("w", "a/README"), "v2\n");
+}
+
+#[test]
 fn a_submodule_is_checked_out() {
     let Some(f) = fixture() else { return };
     let lib = f.srv.repo("lib");

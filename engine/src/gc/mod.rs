@@ -576,7 +576,14 @@ fn prune_once(worker: &Worker, opts: &PruneOptions, pic: Picture) -> Result<Vec<
             }
             _ if r.id.starts_with("gitmirror:") => {
                 if let Some(name) = r.id.strip_prefix("gitmirror:") {
-                    let _ = std::fs::remove_dir_all(worker.dir.join("git").join(name));
+                    // A mirror a build is fetching into stays.
+                    let dir = worker.dir.join("git").join(name);
+                    match crate::ops::git::lock_mirror_now(&dir, false) {
+                        Ok(Some(_held)) => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
+                        _ => continue,
+                    }
                 }
             }
             _ => {

@@ -226,7 +226,7 @@ fn cache_locks() -> &'static Mutex<HashMap<String, Arc<Mutex<()>>>> {
     L.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn flock(file: &fs_err::File, exclusive: bool, wait: bool) -> Result<bool> {
+pub(crate) fn flock(file: &fs_err::File, exclusive: bool, wait: bool) -> Result<bool> {
     use std::os::fd::AsRawFd;
     let mut op = if exclusive {
         libc::LOCK_EX

@@ -512,6 +512,11 @@ impl Op<Ref> for GitOp {
                 let lock = worker.local_lock(&format!("git-mirror:{}", self.url));
                 let _guard = lock.lock().await;
                 let mirror = self.mirror().await?;
+                // Other processes on this root (another kiln, `prune`)
+                // wait too.
+                let _held = lock_mirror(&mirror, true)
+                    .await?
+                    .context("the mirror lock")?;
                 let line = if self.fill_mirror(&mirror, &commit).await? {
                     format!("fetched {commit} from {}", self.url)
                 } else {
@@ -552,6 +557,24 @@ impl Op<Ref> for GitOp {
             Ok(vec![Ref(Some(id?))])
         })
     }
+}
+
+/// Takes the lock file of the bare mirror at `mirror` (shared by every
+/// process on the root): waits for it when `wait`, otherwise gives `None`
+/// when another holds it. The lock lasts as long as the returned file.
+pub(crate) async fn lock_mirror(mirror: &Path, wait: bool) -> Result<Option<fs_err::File>> {
+    let mirror = mirror.to_path_buf();
+    blocking(move || lock_mirror_now(&mirror, wait)).await
+}
+
+/// [`lock_mirror`], on this thread.
+pub(crate) fn lock_mirror_now(mirror: &Path, wait: bool) -> Result<Option<fs_err::File>> {
+    let f = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(mirror.join("kiln.lock"))?;
+    Ok(super::exec::flock(&f, true, wait)?.then_some(f))
 }
 
 #[cfg(test)]

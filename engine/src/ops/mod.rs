@@ -9,7 +9,7 @@
 mod diff;
 pub mod exec;
 mod file;
-mod git;
+pub(crate) mod git;
 mod http;
 mod image;
 mod local;
