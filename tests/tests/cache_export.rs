@@ -307,6 +307,61 @@ fn min_keeps_the_final_chain_and_max_every_step() {
 }
 
 #[test]
+fn a_blob_missing_from_a_local_cache_reruns_its_step() {
+    if !tools() {
+        return;
+    }
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    let ctx = Ctx::new(MULTISTAGE);
+    let caches = tempfile::tempdir().unwrap();
+    let dir = caches.path().join("c");
+    let root1 = tempfile::tempdir().unwrap();
+    let (tar1, _) = ctx.build(
+        root1.path(),
+        &base,
+        "first",
+        &[format!(
+            "--export-cache=type=local,dest={},mode=max",
+            dir.display()
+        )],
+    );
+    drop(root1);
+    // Lose the build stage's layer (in the cache, not in the image).
+    let (m, _) = local_cache(&dir);
+    let extra: Vec<String> = manifest_layers(&m)
+        .difference(&image_layers(&tar1))
+        .cloned()
+        .collect();
+    assert_eq!(extra.len(), 1, "{extra:?}");
+    std::fs::remove_file(
+        dir.join("blobs/sha256")
+            .join(extra[0].trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    // The build stage's RUN runs again (its output feeds a COPY key), the
+    // rest comes from the cache, and the image is the same.
+    let root2 = tempfile::tempdir().unwrap();
+    let (tar2, o) = ctx.build(
+        root2.path(),
+        &base,
+        "second",
+        &[format!("--import-cache=type=local,src={}", dir.display())],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("1 layer blob(s) are missing from the cache directory"),
+        "{err}"
+    );
+    let runs: Vec<String> = cache_mount_runs(root2.path())
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(runs, ["build\n"], "only the build stage's RUN ran");
+    assert_eq!(image_digest(&tar1), image_digest(&tar2));
+}
+
+#[test]
 fn import_is_lazy_for_hits_whose_dependents_hit_too() {
     if !tools() {
         return;

@@ -141,7 +141,12 @@ impl SessionState {
                 let mut out = Vec::new();
                 for spec in specs {
                     match load_import(worker, spec).await {
-                        Ok(i) => out.push(Arc::new(i)),
+                        Ok(i) => {
+                            if let Some(w) = &i.warning {
+                                warn(&format!("warning: importing cache type={}: {w}", spec.kind));
+                            }
+                            out.push(Arc::new(i))
+                        }
                         Err(e) => warn(&format!(
                             "warning: importing cache type={}: {e:#}",
                             spec.kind
@@ -223,6 +228,8 @@ pub(crate) struct Imported {
     pub source: CacheSource,
     pub config: CacheConfig,
     pub by_key: HashMap<String, usize>,
+    /// Something to tell the user (records left out).
+    pub warning: Option<String>,
 }
 
 /// A result handed out from an import, unpacked on first use.
@@ -294,11 +301,45 @@ async fn load_import(worker: &Arc<Worker>, spec: &CacheSpec) -> Result<Imported>
         other => bail!("cache type {other:?} is not supported"),
     };
     let config = CacheConfig::parse(&bytes)?;
-    let by_key = config.index();
+    let mut by_key = config.index();
+    let mut warning = None;
+    // A layout directory may have lost blobs (copied in part, cleaned by
+    // hand): records whose layers are not all there are left out, so their
+    // steps run instead of failing when a later step needs the layer. A
+    // registry keeps every blob its manifests name.
+    if let CacheSource::Layout(layout) = &source {
+        let missing: Vec<bool> = config
+            .layers
+            .iter()
+            .map(|l| {
+                !l.empty
+                    && l.digest.parse::<Digest>().is_ok_and(|d| {
+                        !worker.content.exists(&d) && !layout.blob_path(&d).is_file()
+                    })
+            })
+            .collect();
+        let gone = missing.iter().filter(|m| **m).count();
+        if gone > 0 {
+            let before = by_key.len();
+            by_key.retain(|_, i| {
+                config.records[*i]
+                    .outputs
+                    .iter()
+                    .flatten()
+                    .all(|&top| config.chain(top).iter().all(|&j| !missing[j]))
+            });
+            warning = Some(format!(
+                "{gone} layer blob(s) are missing from the cache directory: {} of {before} \
+                 records left out (their steps will run)",
+                before - by_key.len()
+            ));
+        }
+    }
     Ok(Imported {
         source,
         config,
         by_key,
+        warning,
     })
 }
 
