@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kiln_runtime::registry::ImageRef;
 use kiln_store::exporter::{ImageExportOptions, ImageFormat, media_types};
-use kiln_store::layer::{Compression, LayerBlob, PackOptions, layer_blob_for};
+use kiln_store::layer::{Compression, PackOptions, SourceBlob, layer_blob_for};
 use kiln_store::{Digest, SnapshotId};
 use serde_json::json;
 
@@ -73,7 +73,8 @@ struct Layers<'a> {
 }
 
 impl Layers<'_> {
-    fn of_blob(b: &LayerBlob) -> CacheLayer {
+    fn of_blob(s: &SourceBlob) -> CacheLayer {
+        let b = &s.blob;
         CacheLayer {
             digest: b.digest.to_string(),
             size: b.size,
@@ -81,6 +82,8 @@ impl Layers<'_> {
             media_type: media_types::layer(true, b.compression).to_owned(),
             parent: None,
             empty: b.entries == 0,
+            packed: s.packed,
+            epoch: s.epoch,
         }
     }
 

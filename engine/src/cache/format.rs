@@ -59,6 +59,14 @@ pub struct CacheLayer {
     /// An empty diff: no blob is stored, the importer makes an empty tar.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty: bool,
+    /// kiln packed this blob from a build step's result (rather than
+    /// taking an image's layer as it was pulled): an image exported with
+    /// another `source-date-epoch` than `epoch` packs such a layer again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
+    /// The `source-date-epoch` a packed blob was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// One cache record.
@@ -167,6 +175,8 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             parent,
             empty: false,
+            packed: false,
+            epoch: None,
         }
     }
 

@@ -454,6 +454,24 @@ fn fetch_layer(worker: &Worker, source: &CacheSource, l: &CacheLayer) -> Result<
     Ok(digest)
 }
 
+/// Notes on the snapshots of a chain unpacked from an import which of
+/// their blobs kiln packed (see [`CacheLayer::packed`]).
+fn mark_packed(worker: &Worker, top: &SnapshotId, layers: &[CacheLayer]) -> Result<()> {
+    use kiln_store::layer::{record_source_blob, source_blob};
+    let chain = worker.snapshots.chain(top)?;
+    for (id, l) in chain.iter().zip(layers).filter(|(_, l)| l.packed) {
+        if let Some(mut b) = source_blob(&worker.snapshots, &worker.content, id)
+            && !b.packed
+            && b.blob.digest.as_str() == l.digest
+        {
+            b.packed = true;
+            b.epoch = l.epoch;
+            record_source_blob(&worker.snapshots, id, &b)?;
+        }
+    }
+    Ok(())
+}
+
 /// The real result behind `r`: lazy results are unpacked (once per
 /// session), others returned as they are.
 pub(crate) async fn materialize(
@@ -476,12 +494,15 @@ pub(crate) async fn materialize(
                 blocking(move || {
                     let mut digests = Vec::new();
                     let mut diff_ids = Vec::new();
-                    for l in lazy.layers() {
-                        digests.push(fetch_layer(&worker, &lazy.import.source, &l)?);
+                    let layers = lazy.layers();
+                    for l in &layers {
+                        digests.push(fetch_layer(&worker, &lazy.import.source, l)?);
                         diff_ids.push(l.diff_id.parse::<Digest>()?);
                     }
-                    crate::ops::unpack_chain(&worker, &digests, &diff_ids, None)?
-                        .context("an imported cache chain has no layers")
+                    let top = crate::ops::unpack_chain(&worker, &digests, &diff_ids, None)?
+                        .context("an imported cache chain has no layers")?;
+                    mark_packed(&worker, &top, &layers)?;
+                    Ok(top)
                 })
                 .await
             }

@@ -182,8 +182,13 @@ fn build(
     };
     let blob_for = |id: &SnapshotId| -> Result<LayerBlob> {
         layer::layer_blob_for(snapshots, content, id, &pack, |b| {
-            !opts.force_compression && (oci || b.compression != Compression::Zstd)
+            !opts.force_compression
+                && (oci || b.blob.compression != Compression::Zstd)
+                // kiln's own packing of a cached layer, made with another
+                // epoch: pack it as a build without the cache would.
+                && (!b.packed || b.epoch == opts.source_date_epoch)
         })
+        .map(|b| b.blob)
     };
     // Layers compress in parallel; each result lands in its own slot, so the
     // output does not depend on scheduling.

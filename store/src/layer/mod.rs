@@ -126,16 +126,22 @@ pub fn pack_layer(
 /// The blob an exporter uses for snapshot `id`: the blob it was unpacked
 /// from when one is recorded and `reuse` accepts it (so pulled and
 /// imported layers keep their registry digests), otherwise a packed one.
+/// Also says whether the blob is kiln's own packing (packed here, or
+/// unpacked from a cache that kiln packed) rather than an image's layer.
 pub fn layer_blob_for(
     snapshots: &SnapshotStore,
     content: &ContentStore,
     id: &SnapshotId,
     opts: &PackOptions,
-    reuse: impl Fn(&LayerBlob) -> bool,
-) -> Result<LayerBlob> {
+    reuse: impl Fn(&SourceBlob) -> bool,
+) -> Result<SourceBlob> {
     match source_blob(snapshots, content, id).filter(|b| reuse(b)) {
         Some(b) => Ok(b),
-        None => pack_layer(snapshots, content, id, opts),
+        None => Ok(SourceBlob {
+            blob: pack_layer(snapshots, content, id, opts)?,
+            packed: true,
+            epoch: opts.source_date_epoch,
+        }),
     }
 }
 
@@ -264,11 +270,36 @@ pub fn unpack_layer_blob(
         entries: u.report.entries + u.report.skipped.len() as u64,
         compression: u.compression,
     };
-    record_source_blob(snapshots, &u.id, &src)?;
+    record_source_blob(
+        snapshots,
+        &u.id,
+        &SourceBlob {
+            blob: src,
+            packed: false,
+            epoch: None,
+        },
+    )?;
     Ok(u)
 }
 
 const SOURCE_BLOB: &str = "source-blob-v1.json";
+
+/// The blob a snapshot was unpacked from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceBlob {
+    /// The blob.
+    #[serde(flatten)]
+    pub blob: LayerBlob,
+    /// kiln packed it (a layer of an imported build cache), as opposed to
+    /// an image's layer from a registry or layout. An exporter whose
+    /// `source-date-epoch` differs from `epoch` packs such a layer again,
+    /// as a build without the cache would.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
+    /// The `source-date-epoch` a packed blob was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+}
 
 /// Remember that snapshot `id` was unpacked from `blob`, so exporters can
 /// reuse the original blob (same digest as the registry's) instead of
@@ -276,7 +307,7 @@ const SOURCE_BLOB: &str = "source-blob-v1.json";
 pub fn record_source_blob(
     snapshots: &SnapshotStore,
     id: &SnapshotId,
-    blob: &LayerBlob,
+    blob: &SourceBlob,
 ) -> Result<()> {
     let p = snapshots.cache_dir(id)?.join(SOURCE_BLOB);
     let tmp = p.with_extension(format!("tmp{}", fsutil::random_hex()?));
@@ -290,10 +321,10 @@ pub fn source_blob(
     snapshots: &SnapshotStore,
     content: &ContentStore,
     id: &SnapshotId,
-) -> Option<LayerBlob> {
+) -> Option<SourceBlob> {
     let p = snapshots.cache_dir(id).ok()?.join(SOURCE_BLOB);
-    let b: LayerBlob = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-    content.exists(&b.digest).then_some(b)
+    let b: SourceBlob = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+    content.exists(&b.blob.digest).then_some(b)
 }
 
 /// Extract a plain archive (tar, tar.gz, tar.zst, tar.bz2, tar.xz; detected

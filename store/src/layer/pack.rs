@@ -82,13 +82,17 @@ enum Item {
 
 impl<W: Write> Packer<'_, W> {
     /// The mtime written for an entry. Files keep theirs (clamped to
-    /// `SOURCE_DATE_EPOCH` when given). Directories get 0 when no epoch is
-    /// given: a directory's mtime records when some op last added to it,
-    /// which differs between two otherwise identical builds, and would make
-    /// their layers differ.
+    /// `SOURCE_DATE_EPOCH` when given). Directories get the epoch, or 0
+    /// when none is given: a directory's mtime records when some op last
+    /// added to it, which differs between two otherwise identical builds,
+    /// and would make their layers differ. (Never the directory's own
+    /// mtime, even clamped: a layer unpacked from a cache has directories
+    /// at 0, and packing it again with an epoch must give what a build
+    /// without the cache gives.)
     fn mtime(&self, m: &std::fs::Metadata) -> u64 {
         let t = m.mtime().max(0);
         match self.opts.source_date_epoch {
+            Some(e) if m.is_dir() => e.max(0) as u64,
             Some(e) => t.min(e.max(0)) as u64,
             None if m.is_dir() => 0,
             None => t as u64,

@@ -70,6 +70,28 @@ fn pack_sorted_whiteouts_opaque_hardlinks_reproducible() {
     );
     assert!(es.iter().all(|e| e.2 <= 1000 && e.3 == 0));
     assert_eq!(es[7].1, tar::EntryType::Link);
+    // A directory gets the epoch, whatever its own mtime (here 0, as a
+    // layer unpacked from a cache has it).
+    let opt = es.iter().find(|e| e.0 == "opt/").unwrap();
+    assert_eq!(opt.2, 1000);
+    let old = top_with_dir_mtime(&ss, &t, 5);
+    let es = entries(
+        &cs.read(&pack_layer(&ss, &cs, &old, &opts).unwrap().digest)
+            .unwrap(),
+    );
+    assert_eq!(
+        es.iter().map(|e| (e.0.as_str(), e.2)).collect::<Vec<_>>(),
+        [("d/", 1000), ("d/f", 5)]
+    );
+    let none = PackOptions::default();
+    let es = entries(
+        &cs.read(&pack_layer(&ss, &cs, &old, &none).unwrap().digest)
+            .unwrap(),
+    );
+    assert_eq!(
+        es.iter().map(|e| (e.0.as_str(), e.2)).collect::<Vec<_>>(),
+        [("d/", 0), ("d/f", 5)]
+    );
 
     // diff id is the sha256 of the uncompressed tar.
     let (_, mut r) = decompress(&bytes[..]).unwrap();
@@ -284,4 +306,16 @@ fn whiteout_then_dir_in_one_layer_is_opaque() {
     let v = ss.view(&u.id).unwrap();
     assert!(v.join("d").is_dir() && !v.join("d/old").exists());
     assert!(v.join("e/new").is_file() && !v.join("e/old").exists());
+}
+
+/// A snapshot holding `d/f`, both with mtime `mtime`.
+fn top_with_dir_mtime(ss: &SnapshotStore, t: &tempfile::TempDir, mtime: i64) -> SnapshotId {
+    let up = t.path().join(format!("old-{mtime}"));
+    std::fs::create_dir_all(up.join("d")).unwrap();
+    std::fs::write(up.join("d/f"), "f").unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+    for p in [up.join("d/f"), up.join("d")] {
+        std::fs::File::open(&p).unwrap().set_modified(when).unwrap();
+    }
+    ss.create_from_diff_dir(&up, None).unwrap()
 }
