@@ -5,7 +5,7 @@
 # target the built-in frontends compile to.
 set -euo pipefail
 
-need=(runc busybox-static docker-registry skopeo umoci jq git curl ca-certificates)
+need=(runc busybox-static docker-registry skopeo umoci jq git curl ca-certificates openssh-client openssh-server)
 missing=()
 for p in "${need[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,6 +6,7 @@ pub mod busybox;
 pub mod gitserver;
 pub mod httpserver;
 pub mod registry;
+pub mod sshserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -37,6 +37,10 @@ pub(crate) struct GitOp {
     checksum: Option<String>,
     auth_header_secret: Option<String>,
     auth_token_secret: Option<String>,
+    /// `git.mountsshsock`: the session's ssh agent id for ssh remotes.
+    ssh_sock: Option<String>,
+    /// `git.knownsshhosts`: known_hosts lines for ssh remotes.
+    known_hosts: Option<String>,
     commit: Mutex<Option<String>>,
 }
 
@@ -44,11 +48,45 @@ fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// One `git` invocation. `auth` is an `Authorization` header value passed
-/// through `GIT_CONFIG_*` (so it is in no argument list and no config file).
+/// How git reaches a remote: an `Authorization` header (passed through
+/// `GIT_CONFIG_*`, so it is in no argument list and no config file), the
+/// session's ssh agent socket, and a known-hosts file.
+#[derive(Default)]
+struct Net {
+    url: String,
+    header: Option<String>,
+    ssh_sock: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some(k) = &self.known_hosts {
+            let _ = std::fs::remove_file(k);
+        }
+    }
+}
+
+/// `GIT_SSH_COMMAND`: no ssh config of the user's; host keys checked
+/// against `known_hosts` when one is given, otherwise not checked (and not
+/// recorded anywhere).
+fn ssh_command(known_hosts: Option<&Path>) -> String {
+    let mut c = String::from("ssh -F /dev/null -o BatchMode=yes");
+    match known_hosts {
+        Some(k) => {
+            let quoted = format!("'{}'", k.display().to_string().replace('\'', r"'\''"));
+            c.push_str(" -o StrictHostKeyChecking=yes -o UserKnownHostsFile=");
+            c.push_str(&quoted);
+        }
+        None => c.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"),
+    }
+    c
+}
+
+/// One `git` invocation; `net` when it may reach the remote.
 struct Git<'a> {
     dir: Option<&'a Path>,
-    auth: Option<(&'a str, &'a str)>,
+    net: Option<&'a Net>,
 }
 
 impl Git<'_> {
@@ -62,15 +100,26 @@ impl Git<'_> {
         if let Some(d) = self.dir {
             cmd.current_dir(d);
         }
+        // Only the session's agent: never one the process inherited.
         cmd.args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("SSH_AUTH_SOCK")
+            .env(
+                "GIT_SSH_COMMAND",
+                ssh_command(self.net.and_then(|n| n.known_hosts.as_deref())),
+            )
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        if let Some((url, header)) = self.auth {
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", format!("http.{url}.extraHeader"))
-                .env("GIT_CONFIG_VALUE_0", format!("Authorization: {header}"));
+        if let Some(n) = self.net {
+            if let Some(header) = &n.header {
+                cmd.env("GIT_CONFIG_COUNT", "1")
+                    .env("GIT_CONFIG_KEY_0", format!("http.{}.extraHeader", n.url))
+                    .env("GIT_CONFIG_VALUE_0", format!("Authorization: {header}"));
+            }
+            if let Some(sock) = &n.ssh_sock {
+                cmd.env("SSH_AUTH_SOCK", sock);
+            }
         }
         let out = cmd
             .output()
@@ -128,6 +177,8 @@ impl GitOp {
             checksum: checksum.map(|c| c.to_ascii_lowercase()),
             auth_header_secret: attr("git.authheadersecret"),
             auth_token_secret: attr("git.authtokensecret"),
+            ssh_sock: attr("git.mountsshsock"),
+            known_hosts: attr("git.knownsshhosts"),
             commit: Mutex::new(None),
         })
     }
@@ -156,11 +207,40 @@ impl GitOp {
         )))
     }
 
-    fn git<'a>(&'a self, dir: Option<&'a Path>, auth: &'a Option<String>) -> Git<'a> {
+    fn git<'a>(&'a self, dir: Option<&'a Path>, net: &'a Net) -> Git<'a> {
         Git {
             dir,
-            auth: auth.as_deref().map(|h| (self.url.as_str(), h)),
+            net: Some(net),
         }
+    }
+
+    /// What git needs to reach the remote: the auth header, the session's
+    /// ssh agent (`git.mountsshsock`), the known hosts
+    /// (`git.knownsshhosts`).
+    async fn net(&self) -> Result<Net> {
+        let mut net = Net::default();
+        net.url = self.url.clone();
+        net.header = self.auth().await?;
+        if let Some(id) = &self.ssh_sock {
+            let sock = self.ctx.session.ssh.get(id).with_context(|| {
+                format!(
+                    "{}: ssh agent {id:?} is not provided by the session (pass --ssh {id})",
+                    self.url
+                )
+            })?;
+            net.ssh_sock = Some(sock.clone());
+        }
+        if let Some(hosts) = &self.known_hosts {
+            let p = self
+                .ctx
+                .worker
+                .dir
+                .join("tmp")
+                .join(format!("known-hosts-{}", kiln_store::fsutil::random_hex()?));
+            fs_err::write(&p, format!("{}\n", hosts.trim_end()))?;
+            net.known_hosts = Some(p);
+        }
+        Ok(net)
     }
 
     fn check_checksum(&self, found: &[&str], commit: &str) -> Result<()> {
@@ -191,7 +271,7 @@ impl GitOp {
         } else {
             self.reference.as_str()
         };
-        let auth = self.auth().await?;
+        let net = self.net().await?;
         // Without the `^{}` pattern ls-remote leaves out the peeled line
         // of an annotated tag.
         let peeled = format!("{r}^{{}}");
@@ -199,7 +279,7 @@ impl GitOp {
         if r != "HEAD" {
             args.push(&peeled);
         }
-        let out = self.git(None, &auth).run(&args).await?;
+        let out = self.git(None, &net).run(&args).await?;
         let (tag_obj, commit) = pick_ref(&out, r);
         let commit = commit.with_context(|| format!("ref {r:?} not found in {}", self.url))?;
         let mut found = vec![commit.as_str()];
@@ -247,7 +327,7 @@ impl GitOp {
             fs_err::create_dir_all(&tmp)?;
             Git {
                 dir: Some(&tmp),
-                auth: None,
+                net: None,
             }
             .run(&["init", "-q", "--bare"])
             .await?;
@@ -267,15 +347,15 @@ impl GitOp {
     async fn fill_mirror(&self, mirror: &Path, commit: &str) -> Result<bool> {
         let m = Git {
             dir: Some(mirror),
-            auth: None,
+            net: None,
         };
         let keep = format!("refs/kiln/{commit}");
         let spec = format!("{commit}^{{commit}}");
         if m.has(&spec).await {
             return Ok(false);
         }
-        let auth = self.auth().await?;
-        let net = self.git(Some(mirror), &auth);
+        let remote = self.net().await?;
+        let net = self.git(Some(mirror), &remote);
         let want = if self.reference.is_empty() || is_sha(&self.reference) {
             commit.to_owned()
         } else {
@@ -320,13 +400,13 @@ impl GitOp {
     async fn checkout(&self, mirror: &Path, work: &Path, commit: &str) -> Result<()> {
         let w = Git {
             dir: Some(work),
-            auth: None,
+            net: None,
         };
         w.run(&["init", "-q"]).await?;
         let from = mirror.to_str().context("state dir path is not UTF-8")?;
         Git {
             dir: Some(work),
-            auth: None,
+            net: None,
         }
         .run(&[
             "-c",
@@ -346,8 +426,8 @@ impl GitOp {
         let _ = std::fs::remove_file(work.join(".git/FETCH_HEAD"));
         w.run(&["remote", "add", "origin", "--", &self.url]).await?;
         if !self.skip_submodules && work.join(".gitmodules").is_file() {
-            let auth = self.auth().await?;
-            let net = self.git(Some(work), &auth);
+            let remote = self.net().await?;
+            let net = self.git(Some(work), &remote);
             let shallow = net
                 .run(&[
                     SUB_NO_FILE,
@@ -579,7 +659,21 @@ pub(crate) fn lock_mirror_now(mirror: &Path, wait: bool) -> Result<Option<fs_err
 
 #[cfg(test)]
 mod tests {
-    use super::pick_ref;
+    use super::{pick_ref, ssh_command};
+
+    #[test]
+    fn ssh_command_quotes_the_known_hosts_path() {
+        assert_eq!(
+            ssh_command(None),
+            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null"
+        );
+        assert_eq!(
+            ssh_command(Some(std::path::Path::new("/a b/it's"))),
+            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes \
+             -o UserKnownHostsFile='/a b/it'\\''s'"
+        );
+    }
 
     const LS: &str = "aaaa\trefs/heads/main\n\
                       bbbb\trefs/tags/main\n\
