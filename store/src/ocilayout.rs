@@ -1,7 +1,9 @@
 //! Read images from an OCI image layout directory (the `oci-layout://`
 //! source): `index.json` → (nested indexes) → manifest for a platform →
 //! config + layers, each blob verified against its digest, the layers
-//! unpacked safely into snapshots.
+//! unpacked safely into snapshots. [`put_blob`] and [`update_index`] write
+//! into a layout that may hold other images already (image exports, cache
+//! exports).
 //!
 //! Layer 1: uses `content`, `snapshot`, `layer`.
 
@@ -17,6 +19,76 @@ use crate::error::{Error, Result};
 use crate::exporter::host_arch;
 use crate::layer::{self, Compression};
 use crate::snapshot::{SnapshotId, SnapshotStore};
+
+/// The `oci-layout` file's content.
+pub const LAYOUT_VERSION: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Where [`put_blob`] takes a blob from.
+#[derive(Clone, Copy, Debug)]
+pub enum BlobFrom<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// A copy of this file.
+    Copy(&'a Path),
+    /// This file, renamed (same filesystem).
+    Move(&'a Path),
+}
+
+/// Puts blob `d` into the layout at `dir` unless it is there, through a
+/// temp file renamed into place (a reader never sees half a blob).
+pub fn put_blob(dir: &Path, d: &Digest, from: BlobFrom<'_>) -> Result<()> {
+    let blobs = dir.join("blobs").join("sha256");
+    let p = blobs.join(d.hex());
+    if p.is_file() {
+        return Ok(());
+    }
+    fs::create_dir_all(&blobs).map_err(Error::io("create OCI layout"))?;
+    let tmp = blobs.join(format!(".{}.tmp", d.hex()));
+    match from {
+        BlobFrom::Bytes(b) => fs::write(&tmp, b).map_err(Error::io("write OCI layout blob"))?,
+        BlobFrom::Copy(src) => {
+            fs::copy(src, &tmp).map_err(Error::io("copy OCI layout blob"))?;
+        }
+        BlobFrom::Move(src) => {
+            return fs::rename(src, &p).map_err(Error::io("move OCI layout blob"));
+        }
+    }
+    fs::rename(&tmp, &p).map_err(Error::io("write OCI layout blob"))
+}
+
+/// Rewrites `index.json` of the layout at `dir` (and its `oci-layout`
+/// file): the entries already there that `keep` accepts, then `new`, with
+/// the index annotations `annotations`. Call it after the blobs are in, so
+/// the index never names a blob the layout lacks.
+pub fn update_index(
+    dir: &Path,
+    new: Vec<Value>,
+    annotations: Option<Value>,
+    keep: impl Fn(&Value) -> bool,
+) -> Result<()> {
+    fs::create_dir_all(dir).map_err(Error::io("create OCI layout"))?;
+    fs::write(dir.join("oci-layout"), LAYOUT_VERSION).map_err(Error::io("write oci-layout"))?;
+    let idx_path = dir.join("index.json");
+    let mut manifests: Vec<Value> = fs::read(&idx_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    manifests.retain(|e| keep(e));
+    manifests.extend(new);
+    let mut idx = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::exporter::media_types::INDEX,
+        "manifests": manifests,
+    });
+    if let (Some(a), Value::Object(m)) = (annotations, &mut idx) {
+        m.insert("annotations".into(), a);
+    }
+    let tmp = dir.join(".index.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&idx).unwrap_or_default())
+        .map_err(Error::io("write index.json"))?;
+    fs::rename(&tmp, &idx_path).map_err(Error::io("write index.json"))
+}
 
 /// An OS/architecture pair to select from a multi-platform index.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -561,3 +561,75 @@ fn scratch_image_without_layers() {
     exporter::export_tar(&ss, None, &fo).unwrap();
     assert!(tar_entries(&std::fs::read(&tarf).unwrap()).is_empty());
 }
+
+#[test]
+fn layout_dirs_keep_other_images_and_replace_the_same_name() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let f = fixture(&base, &up);
+    let dir = t.path().join("layout");
+    let export = |name: &str, top: Option<&SnapshotId>| {
+        let mut o = ImageExportOptions::new(ImageFormat::Oci);
+        o.dest = Dest::Path(dir.clone());
+        o.tar = false;
+        o.names = vec![name.to_string()];
+        exporter::export_image(&f.ss, &f.cs, top, Some(CONFIG.as_bytes()), &o).unwrap()
+    };
+    let names = || -> Vec<(String, String)> {
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        idx["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["annotations"]["io.containerd.image.name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    m["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let a = export("docker.io/library/a:1", Some(&f.top));
+    let b = export("docker.io/library/b:1", None);
+    assert_eq!(
+        names(),
+        [
+            (
+                "docker.io/library/a:1".to_string(),
+                a.manifest_digest.to_string()
+            ),
+            (
+                "docker.io/library/b:1".to_string(),
+                b.manifest_digest.to_string()
+            ),
+        ]
+    );
+    // `a` again, now an empty image: replaced, `b` kept; every blob the
+    // index names is in the layout, and no temp file is left.
+    let a2 = export("docker.io/library/a:1", None);
+    assert_eq!(
+        names(),
+        [
+            (
+                "docker.io/library/b:1".to_string(),
+                b.manifest_digest.to_string()
+            ),
+            (
+                "docker.io/library/a:1".to_string(),
+                a2.manifest_digest.to_string()
+            ),
+        ]
+    );
+    for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+        let n = e.unwrap().file_name().into_string().unwrap();
+        assert!(!n.starts_with('.'), "temp file left: {n}");
+    }
+    for (_, d) in names() {
+        assert!(dir.join("blobs/sha256").join(&d[7..]).is_file());
+    }
+    assert!(dir.join("oci-layout").is_file());
+}

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use kiln_runtime::registry::ImageRef;
 use kiln_store::exporter::{ImageExportOptions, ImageFormat, media_types};
 use kiln_store::layer::{Compression, PackOptions, SourceBlob, layer_blob_for};
+use kiln_store::ocilayout::{BlobFrom, put_blob, update_index};
 use kiln_store::{Digest, SnapshotId};
 use serde_json::json;
 
@@ -340,16 +341,8 @@ fn write_layout(
     manifest_size: u64,
     tag: &str,
 ) -> Result<()> {
-    let bdir = dir.join("blobs").join("sha256");
-    fs_err::create_dir_all(&bdir)?;
     for d in blobs {
-        let p = bdir.join(d.hex());
-        if p.is_file() {
-            continue;
-        }
-        let tmp = bdir.join(format!(".{}.tmp", d.hex()));
-        fs_err::copy(worker.content.path(d), &tmp)?;
-        fs_err::rename(&tmp, &p)?;
+        put_blob(dir, d, BlobFrom::Copy(&worker.content.path(d)))?;
     }
     tag_manifest(
         dir,
@@ -368,31 +361,13 @@ fn ref_name(e: &serde_json::Value) -> Option<&str> {
         .and_then(|x| x.as_str())
 }
 
-/// Adds index entry `entry` to the OCI layout at `dir` (creating its
-/// `oci-layout` file), replacing an entry with the same ref name and
-/// keeping the others.
+/// Adds index entry `entry` to the OCI layout at `dir`, replacing an entry
+/// with the same ref name and keeping the others.
 fn tag_manifest(dir: &Path, entry: serde_json::Value) -> Result<()> {
-    fs_err::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let idx_path = dir.join("index.json");
-    let mut manifests: Vec<serde_json::Value> = match fs_err::read(&idx_path) {
-        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
-            .ok()
-            .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
     let tag = ref_name(&entry).map(str::to_owned);
-    manifests.retain(|e| tag.is_none() || ref_name(e) != tag.as_deref());
-    manifests.push(entry);
-    let idx = json!({
-        "schemaVersion": 2,
-        "mediaType": media_types::INDEX,
-        "manifests": manifests,
-    });
-    let tmp = dir.join(".index.json.tmp");
-    fs_err::write(&tmp, serde_json::to_vec(&idx)?)?;
-    fs_err::rename(&tmp, &idx_path)?;
-    Ok(())
+    Ok(update_index(dir, vec![entry], None, |e| {
+        tag.is_none() || ref_name(e) != tag.as_deref()
+    })?)
 }
 
 /// Merges the cache layout at `from` (a `type=local` export written
@@ -402,28 +377,27 @@ fn tag_manifest(dir: &Path, entry: serde_json::Value) -> Result<()> {
 /// `into`'s index pointing only at blobs it has.
 pub fn merge_cache_layout(from: &Path, into: &Path) -> Result<()> {
     let src = from.join("blobs").join("sha256");
-    let bdir = into.join("blobs").join("sha256");
-    fs_err::create_dir_all(&bdir)?;
     if src.is_dir() {
         for e in fs_err::read_dir(&src)? {
             let e = e?;
             let name = e.file_name();
-            let hex = name.to_str().unwrap_or_default();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!(
-                    "{}: not a sha256 blob name in a cache layout",
-                    e.path().display()
-                );
-            }
-            let p = bdir.join(hex);
-            if !p.is_file() {
-                fs_err::rename(e.path(), &p)?;
-            }
+            let d: Digest = name
+                .to_str()
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|h| format!("sha256:{h}").parse().ok())
+                .with_context(|| {
+                    format!(
+                        "{}: not a sha256 blob name in a cache layout",
+                        e.path().display()
+                    )
+                })?;
+            put_blob(into, &d, BlobFrom::Move(&e.path()))?;
         }
     }
     let idx = fs_err::read(from.join("index.json"))?;
     let idx: serde_json::Value = serde_json::from_slice(&idx)
         .with_context(|| format!("{}: not an OCI index", from.join("index.json").display()))?;
+    let bdir = into.join("blobs").join("sha256");
     for m in idx
         .get("manifests")
         .and_then(|m| m.as_array())

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use fs_err as fs;
 use serde_json::{Value, json};
 
 use super::{Dest, ImageExportOptions, ImageFormat, config::finalize_config};
@@ -346,7 +345,7 @@ fn docker_manifest_json(b: &Built) -> Vec<u8> {
     serde_json::to_vec(&m).unwrap_or_default()
 }
 
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+const OCI_LAYOUT: &[u8] = crate::ocilayout::LAYOUT_VERSION;
 
 enum Src {
     Bytes(Vec<u8>),
@@ -424,64 +423,32 @@ fn write_layout_dir(
     opts: &ImageExportOptions,
     dir: &Path,
 ) -> Result<()> {
-    let blobs = dir.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).map_err(Error::io("create OCI layout"))?;
-    let put = |d: &Digest, bytes: Option<&[u8]>| -> Result<()> {
-        let p = blobs.join(d.hex());
-        if p.is_file() {
-            return Ok(());
-        }
-        let tmp = blobs.join(format!(".{}.tmp", d.hex()));
-        match bytes {
-            Some(b) => fs::write(&tmp, b).map_err(Error::io("write OCI layout blob"))?,
-            None => {
-                fs::copy(content.path(d), &tmp).map_err(Error::io("copy OCI layout blob"))?;
-            }
-        }
-        fs::rename(&tmp, &p).map_err(Error::io("write OCI layout blob"))
-    };
-    put(&b.result.config_digest, Some(&b.config))?;
-    put(&b.result.manifest_digest, Some(&b.manifest))?;
+    use crate::ocilayout::{BlobFrom, put_blob, update_index};
+    put_blob(dir, &b.result.config_digest, BlobFrom::Bytes(&b.config))?;
+    put_blob(dir, &b.result.manifest_digest, BlobFrom::Bytes(&b.manifest))?;
     for l in &b.result.layers {
-        put(&l.digest, None)?;
+        put_blob(dir, &l.digest, BlobFrom::Copy(&content.path(&l.digest)))?;
     }
-    fs::write(dir.join("oci-layout"), OCI_LAYOUT).map_err(Error::io("write oci-layout"))?;
     let new: Value = serde_json::from_slice(&index_json(b, opts)).unwrap_or(Value::Null);
-    let mut manifests: Vec<Value> = Vec::new();
-    let idx_path = dir.join("index.json");
-    if let Ok(old) = fs::read(&idx_path)
-        && let Ok(old) = serde_json::from_slice::<Value>(&old)
-        && let Some(list) = old.get("manifests").and_then(Value::as_array)
-    {
-        let name = |e: &Value| e.pointer("/annotations/io.containerd.image.name").cloned();
-        let new_names: Vec<Value> = new["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(name)
-            .collect();
-        for e in list {
-            let replaced = match name(e) {
-                Some(n) => new_names.contains(&n),
-                None => {
-                    e.get("digest") == Some(&Value::String(b.result.manifest_digest.to_string()))
-                }
-            };
-            if !replaced {
-                manifests.push(e.clone());
-            }
-        }
-    }
-    manifests.extend(new["manifests"].as_array().cloned().unwrap_or_default());
-    let mut idx =
-        json!({"schemaVersion": 2, "mediaType": media_types::INDEX, "manifests": manifests});
-    if let (Some(a), Value::Object(m)) = (new.get("annotations"), &mut idx) {
-        m.insert("annotations".into(), a.clone());
-    }
-    let tmp = dir.join(".index.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&idx).unwrap_or_default())
-        .map_err(Error::io("write index.json"))?;
-    fs::rename(&tmp, &idx_path).map_err(Error::io("write index.json"))
+    let name = |e: &Value| e.pointer("/annotations/io.containerd.image.name").cloned();
+    let new_names: Vec<Value> = new["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(name)
+        .collect();
+    let digest = Value::String(b.result.manifest_digest.to_string());
+    // An image of the same name, or the same unnamed manifest, is replaced.
+    let keep = |e: &Value| match name(e) {
+        Some(n) => !new_names.contains(&n),
+        None => e.get("digest") != Some(&digest),
+    };
+    update_index(
+        dir,
+        new["manifests"].as_array().cloned().unwrap_or_default(),
+        new.get("annotations").cloned(),
+        keep,
+    )
 }
 
 /// Export the chain ending at `top` (`None`: an image with no layers) with
