@@ -13,232 +13,9 @@ use super::flags;
 use super::from;
 use super::stages::{self, StageRun, run_display_name};
 use super::{Ctx, args};
+use crate::instructions::{CacheSharing, MountType, RunMount, parse_mount};
 use crate::parser::{Node, chomp_heredoc_content, parse_heredoc};
 use crate::shell;
-
-/// One `--mount` value.
-#[derive(Debug, Default, Clone)]
-struct MountSpec {
-    kind: String,
-    from: Option<String>,
-    source: Option<String>,
-    target: Option<String>,
-    readonly: Option<bool>,
-    id: Option<String>,
-    sharing: Option<String>,
-    required: bool,
-    size: Option<i64>,
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    env: Option<String>,
-}
-
-/// Splits a CSV line; double quotes group text (commas included) and are
-/// removed, `""` inside quotes is a literal quote.
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    cur.push('"');
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-            continue;
-        }
-        match c {
-            ',' => out.push(std::mem::take(&mut cur)),
-            '"' => quoted = true,
-            _ => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err("unterminated quote".into());
-    }
-    out.push(cur);
-    Ok(out)
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "" | "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
-        _ => None,
-    }
-}
-
-/// Docker's `RAMInBytes`: `64m`, `1g`, `512k`, `100`.
-fn ram_in_bytes(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let lower = s.to_ascii_lowercase();
-    let body = lower.strip_suffix('b').unwrap_or(&lower);
-    let (num, mult): (&str, i64) = match body.chars().last()? {
-        'k' => (&body[..body.len() - 1], 1 << 10),
-        'm' => (&body[..body.len() - 1], 1 << 20),
-        'g' => (&body[..body.len() - 1], 1 << 30),
-        't' => (&body[..body.len() - 1], 1 << 40),
-        'p' => (&body[..body.len() - 1], 1 << 50),
-        _ => (body, 1),
-    };
-    let n: f64 = num.trim().parse().ok()?;
-    if !(0.0..=9.0e18).contains(&n) {
-        return None;
-    }
-    Some((n * mult as f64) as i64)
-}
-
-fn parse_mount(
-    raw: &str,
-    expand: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<MountSpec, String> {
-    let mut m = MountSpec {
-        kind: "bind".into(),
-        ..Default::default()
-    };
-    let fields = csv_fields(raw)?;
-    // The type decides the defaults, so read it first.
-    for f in &fields {
-        if let Some((k, v)) = f.split_once('=')
-            && k.trim().eq_ignore_ascii_case("type")
-        {
-            m.kind = v.trim().to_ascii_lowercase();
-        }
-    }
-    if !matches!(
-        m.kind.as_str(),
-        "bind" | "cache" | "tmpfs" | "secret" | "ssh"
-    ) {
-        return Err(format!("unsupported mount type {:?}", m.kind));
-    }
-    for f in fields {
-        let f = f.trim();
-        if f.is_empty() {
-            continue;
-        }
-        let (key, value) = match f.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
-            None => (f.to_ascii_lowercase(), None),
-        };
-        let need = |v: &Option<String>| {
-            v.clone()
-                .ok_or_else(|| format!("invalid field '{f}' must be a key=value pair"))
-        };
-        match key.as_str() {
-            "type" => {}
-            "readonly" | "ro" => {
-                let v = value.as_deref().unwrap_or("");
-                m.readonly =
-                    Some(parse_bool(v).ok_or_else(|| format!("invalid value for {key}: {v}"))?);
-            }
-            "readwrite" | "rw" => {
-                let v = value.as_deref().unwrap_or("");
-                m.readonly =
-                    Some(!parse_bool(v).ok_or_else(|| format!("invalid value for {key}: {v}"))?);
-            }
-            "required" => {
-                if !matches!(m.kind.as_str(), "secret" | "ssh") {
-                    return Err(format!("unexpected key '{key}' for mount type {}", m.kind));
-                }
-                let v = value.as_deref().unwrap_or("");
-                m.required =
-                    parse_bool(v).ok_or_else(|| format!("invalid value for {key}: {v}"))?;
-            }
-            "from" => {
-                let v = need(&value)?;
-                if v.contains('$') && !v.ends_with('$') {
-                    return Err(format!(
-                        "'from' doesn't support variable expansion, define alias stage instead: {v}"
-                    ));
-                }
-                m.from = Some(v);
-            }
-            _ => {
-                let v = expand(&need(&value)?)?;
-                match key.as_str() {
-                    "source" | "src" => m.source = Some(v),
-                    "target" | "dst" | "destination" => m.target = Some(v),
-                    "id" => m.id = Some(v),
-                    "sharing" => {
-                        if m.kind != "cache" {
-                            return Err(format!(
-                                "unexpected key '{key}' for mount type {}",
-                                m.kind
-                            ));
-                        }
-                        let s = v.to_ascii_lowercase();
-                        if !matches!(s.as_str(), "shared" | "private" | "locked") {
-                            return Err(format!("unsupported sharing value {v:?}"));
-                        }
-                        m.sharing = Some(s);
-                    }
-                    "size" => {
-                        if m.kind != "tmpfs" {
-                            return Err(format!(
-                                "unexpected key '{key}' for mount type {}",
-                                m.kind
-                            ));
-                        }
-                        m.size =
-                            Some(ram_in_bytes(&v).ok_or_else(|| format!("invalid size {v:?}"))?);
-                    }
-                    "mode" | "uid" | "gid" => {
-                        if !matches!(m.kind.as_str(), "secret" | "ssh" | "cache") {
-                            return Err(format!(
-                                "unexpected key '{key}' for mount type {}",
-                                m.kind
-                            ));
-                        }
-                        if key == "mode" {
-                            m.mode = Some(
-                                u32::from_str_radix(&v, 8)
-                                    .map_err(|_| format!("invalid mode {v:?}"))?,
-                            );
-                        } else {
-                            let n: u32 = v.parse().map_err(|_| format!("invalid {key} {v:?}"))?;
-                            if key == "uid" {
-                                m.uid = Some(n);
-                            } else {
-                                m.gid = Some(n);
-                            }
-                        }
-                    }
-                    "env" => {
-                        if m.kind != "secret" {
-                            return Err(format!(
-                                "unexpected key '{key}' for mount type {}",
-                                m.kind
-                            ));
-                        }
-                        m.env = Some(v);
-                    }
-                    _ => return Err(format!("unexpected key '{key}' in '{f}'")),
-                }
-            }
-        }
-    }
-    match m.kind.as_str() {
-        "bind" | "cache" | "tmpfs" if m.target.as_deref().unwrap_or("").is_empty() => {
-            return Err(format!("mount type {} requires a target", m.kind));
-        }
-        "secret" if m.id.is_none() && m.target.is_none() && m.env.is_none() => {
-            return Err("secret mount requires an id or a target".into());
-        }
-        _ => {}
-    }
-    if m.from.is_some() && !matches!(m.kind.as_str(), "bind" | "cache") {
-        return Err(format!("'from' is not supported for mount type {}", m.kind));
-    }
-    Ok(m)
-}
 
 /// Heredoc summary for progress names: the first line, `...` when more.
 fn summarize_heredoc(doc: &str) -> String {
@@ -316,9 +93,9 @@ pub(crate) fn dispatch(
     let esc = ctx.ast.escape;
     let mut mounts = Vec::new();
     {
-        let expand = |w: &str| shell::process_word(w, &vars, esc).map_err(|e| e.to_string());
+        let mut expand = |w: &str| shell::process_word(w, &vars, esc);
         for raw in f.many("mount") {
-            let m = parse_mount(raw, &expand).map_err(|e| {
+            let m = parse_mount(raw, Some(&mut expand)).map_err(|e| {
                 ctx.err
                     .at(node, format!("failed to parse --mount={raw}: {e}"))
             })?;
@@ -406,8 +183,18 @@ fn add_mount(
     run: &mut StageRun,
     node: &Node,
     exec: Exec,
-    m: MountSpec,
+    m: RunMount,
 ) -> Result<Exec, FrontendError> {
+    if m.from.is_some() && !matches!(m.mount_type, MountType::Bind | MountType::Cache) {
+        return Err(ctx.err.at(
+            node,
+            format!(
+                "failed to parse --mount={}: 'from' is not supported for mount type {}",
+                m.raw,
+                m.mount_type.as_str()
+            ),
+        ));
+    }
     let dir = run.state.get_dir().to_string();
     let target = m.target.as_deref().map(|t| {
         if t.starts_with('/') {
@@ -431,8 +218,8 @@ fn add_mount(
             .map(|s| clean(&format!("/{s}")))
             .filter(|s| s != "/")
     };
-    match m.kind.as_str() {
-        "bind" => {
+    match m.mount_type {
+        MountType::Bind => {
             let target = target.unwrap_or_default();
             let src = match source_state(ctx, &m.from)? {
                 Some(s) => s,
@@ -442,14 +229,14 @@ fn add_mount(
             if let Some(sel) = selector(&m.source) {
                 mount = mount.selector(sel);
             }
-            mount = if m.readonly.unwrap_or(true) {
+            mount = if m.read_only {
                 mount.readonly()
             } else {
                 mount.no_output()
             };
             Ok(exec.mount(mount))
         }
-        "cache" => {
+        MountType::Cache => {
             let target = target.unwrap_or_default();
             let id =
                 m.id.clone()
@@ -460,10 +247,10 @@ fn add_mount(
             } else {
                 format!("{}/{}", ctx.opts.cache_mount_ns, id.trim_start_matches('/'))
             };
-            let sharing = match m.sharing.as_deref() {
-                Some("private") => pb::CacheSharingOpt::Private,
-                Some("locked") => pb::CacheSharingOpt::Locked,
-                _ => pb::CacheSharingOpt::Shared,
+            let sharing = match m.sharing {
+                Some(CacheSharing::Private) => pb::CacheSharingOpt::Private,
+                Some(CacheSharing::Locked) => pb::CacheSharingOpt::Locked,
+                Some(CacheSharing::Shared) | None => pb::CacheSharingOpt::Shared,
             };
             let mut mount = Mount::cache(target, id, sharing);
             let mut sel = selector(&m.source);
@@ -494,19 +281,19 @@ fn add_mount(
             if let Some(s) = sel {
                 mount = mount.selector(s);
             }
-            if m.readonly == Some(true) {
+            if m.read_only {
                 mount = mount.readonly();
             }
             Ok(exec.mount(mount))
         }
-        "tmpfs" => {
+        MountType::Tmpfs => {
             let mut mount = Mount::tmpfs(target.unwrap_or_default());
             if let Some(size) = m.size {
-                mount = mount.size(size);
+                mount = mount.size(i64::try_from(size).unwrap_or(i64::MAX));
             }
             Ok(exec.mount(mount))
         }
-        "secret" => {
+        MountType::Secret => {
             let raw_target = m.target.clone().filter(|t| !t.is_empty());
             let id = match m
                 .source
@@ -548,7 +335,7 @@ fn add_mount(
             }
             Ok(exec)
         }
-        "ssh" => Ok(exec.ssh(SshMount {
+        MountType::Ssh => Ok(exec.ssh(SshMount {
             id: m
                 .id
                 .clone()
@@ -560,32 +347,5 @@ fn add_mount(
             mode: m.mode.unwrap_or(0o600),
             optional: !m.required,
         })),
-        other => Err(ctx
-            .err
-            .at(node, format!("unsupported mount type {other:?}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mounts_parse() {
-        let id = |s: &str| Ok(s.to_string());
-        let m = parse_mount("type=cache,target=/root/.cache,sharing=locked,id=x", &id).unwrap();
-        assert_eq!(
-            (m.kind.as_str(), m.id.as_deref(), m.sharing.as_deref()),
-            ("cache", Some("x"), Some("locked"))
-        );
-        assert!(parse_mount("type=bogus,target=/x", &id).is_err());
-        assert!(parse_mount("type=bind", &id).is_err());
-        assert!(
-            parse_mount("type=tmpfs,target=/t,size=64m", &id)
-                .unwrap()
-                .size
-                == Some(64 << 20)
-        );
-        assert_eq!(csv_fields("a=\"b,c\",d").unwrap(), vec!["a=b,c", "d"]);
     }
 }
