@@ -670,7 +670,7 @@ async fn join_agent(
     mut from_daemon: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
     tx: mpsc::Sender<proto::ClientMessage>,
 ) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let send = |d: proto::SshData| {
         tx.send(proto::ClientMessage {
             msg: Some(CMsg::Ssh(d)),
@@ -694,28 +694,12 @@ async fn join_agent(
             return;
         }
     };
-    let (mut r, mut w) = stream.into_split();
-    let up = {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 << 10];
-            loop {
-                let n = r.read(&mut buf).await.unwrap_or(0);
-                let d = proto::SshData {
-                    conn,
-                    data: buf[..n].to_vec(),
-                    eof: n == 0,
-                    ..Default::default()
-                };
-                let m = proto::ClientMessage {
-                    msg: Some(CMsg::Ssh(d)),
-                };
-                if tx.send(m).await.is_err() || n == 0 {
-                    return;
-                }
-            }
-        })
-    };
+    let (r, mut w) = stream.into_split();
+    let up = tokio::spawn(crate::daemon::send_ssh_bytes(r, conn, tx.clone(), |d| {
+        proto::ClientMessage {
+            msg: Some(CMsg::Ssh(d)),
+        }
+    }));
     while let Some(Some(d)) = from_daemon.recv().await {
         if w.write_all(&d).await.is_err() {
             break;

@@ -81,14 +81,7 @@ fn rfc3339(secs: u64) -> String {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::run_ok(cmd);
 }
 
 /// The Go architecture name of this machine (`dpkg --print-architecture`

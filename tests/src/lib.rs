@@ -228,3 +228,35 @@ pub fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
     t.extend_from_slice(&[0u8; 1024]);
     t
 }
+
+/// An exclusive `flock` on a file, held by another process (as another
+/// kiln would hold it) until dropped.
+pub struct FlockHolder(std::process::Child);
+
+impl FlockHolder {
+    /// Takes the lock on `path` (waiting for it) and returns once held.
+    pub fn hold(path: &Path) -> FlockHolder {
+        let mut child = Command::new("flock")
+            .arg(path)
+            .args(["sh", "-c", "echo held; cat > /dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn flock");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("piped")),
+            &mut line,
+        )
+        .expect("read flock's output");
+        assert_eq!(line, "held\n", "flock did not take {}", path.display());
+        FlockHolder(child)
+    }
+}
+
+impl Drop for FlockHolder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}

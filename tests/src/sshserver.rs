@@ -15,21 +15,12 @@ pub struct SshServer {
     agent: Child,
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn keygen(path: &Path) {
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-e2e", "-f"])
-        .arg(path));
+    crate::run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-e2e", "-f"])
+            .arg(path),
+    );
 }
 
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
@@ -95,10 +86,12 @@ impl SshServer {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         wait_for("ssh-agent", Duration::from_secs(20), || agent_sock.exists());
-        run(Command::new("ssh-add")
-            .arg("-q")
-            .arg(s.dir.path().join("client_key"))
-            .env("SSH_AUTH_SOCK", &agent_sock));
+        crate::run_ok(
+            Command::new("ssh-add")
+                .arg("-q")
+                .arg(s.dir.path().join("client_key"))
+                .env("SSH_AUTH_SOCK", &agent_sock),
+        );
         s
     }
 

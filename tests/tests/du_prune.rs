@@ -408,20 +408,7 @@ fn git_mirrors_are_listed_and_pruned() {
     }
     // A mirror whose lock another process holds (a build fetching into
     // it) stays.
-    let mut holder = std::process::Command::new("flock")
-        .arg(dir.join("kiln.lock"))
-        .args(["sh", "-c", "echo held; cat > /dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "held\n");
+    let holder = kiln_e2e::FlockHolder::hold(&dir.join("kiln.lock"));
     let p = run_ok(kiln(root.path()).args(["prune", "--all", "--format=json"]));
     let removed: Vec<Value> = serde_json::from_slice(&p.stdout).unwrap();
     assert!(
@@ -429,8 +416,7 @@ fn git_mirrors_are_listed_and_pruned() {
         "{removed:?}"
     );
     assert!(dir.join("HEAD").is_file());
-    drop(holder.stdin.take());
-    holder.wait().unwrap();
+    drop(holder);
     let p = run_ok(kiln(root.path()).args(["prune", "--all", "--format=json"]));
     let removed: Vec<Value> = serde_json::from_slice(&p.stdout).unwrap();
     assert!(removed.iter().any(|r| r["id"] == m[0]["id"]), "{removed:?}");

@@ -753,20 +753,7 @@ fn concurrent_builds_on_one_root_fetch_into_the_mirror_once() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(mirrors.len(), 1, "{mirrors:?}");
-    let mut holder = Command::new("flock")
-        .arg(mirrors[0].join("kiln.lock"))
-        .args(["sh", "-c", "echo held; cat > /dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "held\n");
+    let holder = kiln_e2e::FlockHolder::hold(&mirrors[0].join("kiln.lock"));
     let mut waiting = b
         .cmd("w")
         .arg("--no-cache")
@@ -779,8 +766,7 @@ fn concurrent_builds_on_one_root_fetch_into_the_mirror_once() {
         waiting.try_wait().unwrap().is_none(),
         "the build went on while the mirror was locked"
     );
-    drop(holder.stdin.take());
-    holder.wait().unwrap();
+    drop(holder);
     let o = waiting.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(b.read("w", "a/README"), "v2\n");

@@ -181,27 +181,12 @@ impl Attachments {
             ..Default::default()
         })
         .await;
-        let (mut r, mut w) = stream.into_split();
+        let (r, mut w) = stream.into_split();
         if opened.is_ok() {
             // Step → client.
-            let up = {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 32 << 10];
-                    loop {
-                        let n = r.read(&mut buf).await.unwrap_or(0);
-                        let d = proto::SshData {
-                            conn,
-                            data: buf[..n].to_vec(),
-                            eof: n == 0,
-                            ..Default::default()
-                        };
-                        if tx.send(msg(SMsg::Ssh(d))).await.is_err() || n == 0 {
-                            return;
-                        }
-                    }
-                })
-            };
+            let up = tokio::spawn(send_ssh_bytes(r, conn, self.tx.clone(), |d| {
+                msg(SMsg::Ssh(d))
+            }));
             // Client → step. Only the agent's own end of stream lets the
             // step finish reading; an error or a client gone closes both
             // ways.
@@ -232,6 +217,30 @@ impl Attachments {
         }
         if let Some(m) = lock(&self.ssh).as_mut() {
             m.remove(&conn);
+        }
+    }
+}
+
+/// Sends what `r` (one side of a forwarded ssh-agent connection) reads
+/// as `SshData` of connection `conn` on `tx`, ending with `eof`. Both ends
+/// use it: the daemon for a step's bytes, the client for its agent's.
+pub(crate) async fn send_ssh_bytes<T>(
+    mut r: tokio::net::unix::OwnedReadHalf,
+    conn: u64,
+    tx: mpsc::Sender<T>,
+    wrap: impl Fn(proto::SshData) -> T,
+) {
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let n = r.read(&mut buf).await.unwrap_or(0);
+        let d = proto::SshData {
+            conn,
+            data: buf[..n].to_vec(),
+            eof: n == 0,
+            ..Default::default()
+        };
+        if tx.send(wrap(d)).await.is_err() || n == 0 {
+            return;
         }
     }
 }

@@ -31,6 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use addr::Addr;
+pub(crate) use attach::send_ssh_bytes;
 pub use session::{OutputShape, client_side};
 
 use crate::control::Controller;
