@@ -260,3 +260,31 @@ impl Drop for FlockHolder {
         let _ = self.0.wait();
     }
 }
+
+/// Compiles `tests/fixtures/sockclient.c` (static, so it runs in a busybox
+/// image) to `dest`: it connects to `$SSH_AUTH_SOCK`, sends `ping`, and
+/// prints the reply.
+pub fn build_sockclient(dest: &Path) {
+    let src = workspace_root().join("tests/fixtures/sockclient.c");
+    run_ok(
+        Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(dest)
+            .arg(&src),
+    );
+}
+
+/// A stand-in ssh agent on a Unix socket at `sock`: it answers one
+/// connection's first line with `pong:<line>`.
+pub fn pong_agent(sock: &Path) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::os::unix::net::UnixListener::bind(sock).expect("bind the agent socket");
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut w = conn;
+        w.write_all(format!("pong:{line}").as_bytes()).unwrap();
+    })
+}

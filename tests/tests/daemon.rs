@@ -1139,7 +1139,6 @@ fn ssh_agent_is_forwarded_from_the_client() {
     if !(tools() && require_tool("gcc")) {
         return;
     }
-    use std::io::{BufRead as _, Write as _};
     let reg = Registry::start();
     let base = busybox::push_base_image(&reg);
     let d = Daemon::start();
@@ -1151,27 +1150,12 @@ fn ssh_agent_is_forwarded_from_the_client() {
          RUN --mount=type=ssh,id=other,required=false sh -c 'sockclient > /other || echo none > /other'\n",
     )
     .unwrap();
-    let src = kiln_e2e::workspace_root().join("tests/fixtures/sockclient.c");
-    let st = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(ctx.path().join("sockclient"))
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "gcc -static");
+    kiln_e2e::build_sockclient(&ctx.path().join("sockclient"));
 
     // A stand-in agent on the client's side: it answers one line.
     let out = tempfile::tempdir().unwrap();
     let sock = out.path().join("agent.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let server = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let mut w = conn;
-        w.write_all(format!("pong:{line}").as_bytes()).unwrap();
-    });
+    let server = kiln_e2e::pong_agent(&sock);
     let dest = out.path().join("o");
     let o = run_ok(&mut dockerfile_build(
         remote(&d),

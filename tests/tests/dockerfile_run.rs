@@ -3,7 +3,6 @@
 //! and pushed with `type=image,push=true`; one test per mount kind; a
 //! registry with basic auth; hostile layers.
 
-use std::io::{BufRead as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -402,25 +401,10 @@ fn ssh_socket_reaches_the_container() {
     let b = Build::new(
         "ARG BASE\nFROM ${BASE}\nCOPY sockclient /usr/bin/sockclient\nRUN --mount=type=ssh sh -c 'sockclient > /reply'\n",
     );
-    let src = kiln_e2e::workspace_root().join("tests/fixtures/sockclient.c");
-    let st = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(b.ctx.path().join("sockclient"))
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "gcc -static");
+    kiln_e2e::build_sockclient(&b.ctx.path().join("sockclient"));
 
     let sock = b.out.path().join("agent.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let server = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let mut w = conn;
-        w.write_all(format!("pong:{line}").as_bytes()).unwrap();
-    });
+    let server = kiln_e2e::pong_agent(&sock);
     let (d, _) = b.local(&base, "fs", &[format!("--ssh=default={}", sock.display())]);
     server.join().unwrap();
     assert_eq!(
