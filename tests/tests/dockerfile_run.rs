@@ -414,6 +414,44 @@ fn ssh_socket_reaches_the_container() {
 }
 
 #[test]
+fn ssh_mount_owner_and_mode_apply_to_its_socket() {
+    if !(tools() && require_tool("gcc")) {
+        return;
+    }
+    let reg = Registry::start();
+    let base = busybox::push_base_image(&reg);
+    // As uid 1000: the default socket (root, 0600) is closed to it; one
+    // mounted with uid=1000 is its own.
+    let b = Build::new(
+        "ARG BASE\nFROM ${BASE}\nCOPY sockclient /usr/bin/sockclient\nUSER 1000\n\
+         RUN --mount=type=ssh sh -c 'sockclient > /tmp/denied 2>&1 || echo refused > /tmp/denied'\n\
+         RUN --mount=type=ssh,uid=1000,mode=0600 sh -c 'sockclient > /tmp/reply; stat -c %u:%a $SSH_AUTH_SOCK > /tmp/sock'\n",
+    );
+    kiln_e2e::build_sockclient(&b.ctx.path().join("sockclient"));
+    let sock = b.out.path().join("agent.sock");
+    let server = kiln_e2e::pong_agent(&sock);
+    // The agent socket as a user agent's is: its owner's only.
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (d, o) = b.local(&base, "fs", &[format!("--ssh=default={}", sock.display())]);
+    server.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        std::fs::read_to_string(d.join("tmp/denied")).unwrap(),
+        "refused\n",
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("tmp/reply")).unwrap(),
+        "pong:ping\n",
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("tmp/sock")).unwrap(),
+        "1000:600\n"
+    );
+}
+
+#[test]
 fn registry_with_basic_auth() {
     if !tools() {
         return;

@@ -21,6 +21,7 @@ use kiln_runtime::executor::{
 };
 use kiln_store::Active;
 
+use super::sshproxy::AgentProxy;
 use super::{OpCtx, Ref, Worker, blocking, explain, inputs_key, remember};
 use crate::cachekey::CacheKey;
 use crate::fsutil;
@@ -215,6 +216,7 @@ struct Cleanup {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     locks: Vec<CacheGuard>,
+    agents: Vec<super::sshproxy::AgentProxy>,
 }
 
 struct CacheGuard {
@@ -283,6 +285,7 @@ fn run_exec(
         let _ = std::fs::remove_dir_all(d);
     }
     cleanup.locks.clear();
+    cleanup.agents.clear();
     r
 }
 
@@ -398,6 +401,18 @@ fn run_exec_inner(
                     opt.id.as_str()
                 };
                 match session.ssh.get(id) {
+                    Some(sock) if AgentProxy::needed(opt.uid, opt.gid, opt.mode) => {
+                        let p = AgentProxy::start(
+                            &worker.dir.join("tmp"),
+                            sock,
+                            opt.uid,
+                            opt.gid,
+                            opt.mode,
+                        )?;
+                        let source = p.path().to_path_buf();
+                        cleanup.agents.push(p);
+                        MountKind::SshSocket { source }
+                    }
                     Some(sock) => MountKind::SshSocket {
                         source: sock.clone(),
                     },

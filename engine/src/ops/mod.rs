@@ -14,6 +14,7 @@ mod http;
 mod image;
 mod local;
 mod merge;
+mod sshproxy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
