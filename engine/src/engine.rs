@@ -179,7 +179,8 @@ impl Engine {
         } else {
             RootfsMode::Copy
         });
-        let worker = Arc::new(Worker::new(
+        let (gc, sources) = crate::gc::load_settings(&root)?;
+        let mut worker = Worker::new(
             snapshots,
             content,
             records,
@@ -187,7 +188,9 @@ impl Engine {
             cfg.executor.clone(),
             mode,
             cfg.registry.clone().unwrap_or_default(),
-        )?);
+        )?;
+        worker.http_max_bytes = sources.http_max_bytes;
+        let worker = Arc::new(worker);
         // Leftovers of crashed builds; a day old so no live build is hit.
         crate::gc::clean_temp(&worker, std::time::Duration::from_secs(24 * 3600));
         let par = if cfg.max_parallelism == 0 {
@@ -197,7 +200,6 @@ impl Engine {
         } else {
             cfg.max_parallelism
         };
-        let gc = crate::gc::GcConfig::load(&root)?;
         Ok(Arc::new(Engine {
             root,
             worker,

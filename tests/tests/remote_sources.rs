@@ -550,6 +550,23 @@ fn oversize_bodies_are_refused_at_the_configured_cap() {
     );
     let o = run_fail(b.cmd("bad").env("KILN_HTTP_MAX_BYTES", "lots"));
     assert!(stderr(&o).contains("KILN_HTTP_MAX_BYTES"), "{}", stderr(&o));
+    // The same cap from the state dir's kiln.toml; the variable wins.
+    let toml = b.root.path().join("kiln.toml");
+    std::fs::write(&toml, "[sources]\nhttp-max-size = \"1MiB\"\n").unwrap();
+    b.dockerfile(&format!("FROM scratch\nADD {} /f\n", srv.url("/declared")));
+    let o = run_fail(&mut b.cmd("toml"));
+    let err = stderr(&o);
+    assert!(
+        err.contains("larger than the download limit of 1048576 bytes")
+            && err.contains("http-max-size"),
+        "{err}"
+    );
+    b.dockerfile(&format!("FROM scratch\nADD {} /f\n", srv.url("/small")));
+    let o = run_fail(b.cmd("tiny").env("KILN_HTTP_MAX_BYTES", "10"));
+    assert!(stderr(&o).contains("limit of 10 bytes"), "{}", stderr(&o));
+    std::fs::write(&toml, "[sources]\nhttp-max-size = \"50%\"\n").unwrap();
+    let o = run_fail(&mut b.cmd("share"));
+    assert!(stderr(&o).contains("http-max-size"), "{}", stderr(&o));
 }
 
 // ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ use anyhow::Result;
 use kiln_store::{Digest, SnapshotId};
 
 pub use filter::Filter;
-pub use policy::{GcConfig, GcPolicy};
+pub use policy::{GcConfig, GcPolicy, SourcesConfig, load_settings};
 
 use crate::ops::Worker;
 use usage::{Cat, Layout};

@@ -25,6 +25,13 @@
 //!
 //! The limits bound the build cache (records, cache mounts and
 //! unreferenced data), not compiled frontends or the metadata database.
+//!
+//! The same file holds the limits of remote sources:
+//!
+//! ```toml
+//! [sources]
+//! http-max-size = "8GB"     # largest ADD <url> body; KILN_HTTP_MAX_BYTES overrides
+//! ```
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +47,21 @@ use super::{Filter, PruneOptions};
 struct File {
     #[serde(default)]
     gc: GcSection,
+    #[serde(default)]
+    sources: SourcesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SourcesSection {
+    http_max_size: Option<String>,
+}
+
+/// `[sources]` of `kiln.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcesConfig {
+    /// The largest body an http source may download, when set.
+    pub http_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,23 +205,42 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(n * mult))
 }
 
+/// Reads `<root>/kiln.toml`: the GC policy and the source limits
+/// (defaults when the file does not exist).
+pub fn load_settings(root: &Path) -> Result<(GcConfig, SourcesConfig)> {
+    let path = root.join("kiln.toml");
+    let disk = super::disk_size(root);
+    let (f, source) = match std::fs::read_to_string(&path) {
+        Ok(text) => (
+            toml::from_str::<File>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            path.display().to_string(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (File::default(), "defaults".into()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let gc = GcConfig::from_section(f.gc, disk, source.clone()).with_context(|| source.clone())?;
+    let sources = SourcesConfig {
+        http_max_bytes: f
+            .sources
+            .http_max_size
+            .as_deref()
+            .map(|v| {
+                if v.trim().ends_with('%') {
+                    bail!("sources http-max-size {v:?}: give a size, not a share of the disk");
+                }
+                parse_size(v, None).context("sources http-max-size")
+            })
+            .transpose()
+            .with_context(|| source.clone())?,
+    };
+    Ok((gc, sources))
+}
+
 impl GcConfig {
     /// Reads `<root>/kiln.toml` (defaults when it does not exist).
     pub fn load(root: &Path) -> Result<GcConfig> {
-        let path = root.join("kiln.toml");
-        let disk = super::disk_size(root);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let f: File = toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                Self::from_section(f.gc, disk, path.display().to_string())
-                    .with_context(|| format!("{}", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self::from_section(GcSection::default(), disk, "defaults".into())
-            }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        Ok(load_settings(root)?.0)
     }
 
     fn from_section(g: GcSection, disk: Option<u64>, source: String) -> Result<GcConfig> {
@@ -318,6 +359,23 @@ mod tests {
         assert_eq!(c.policies[0].max_used, Some(2_000_000));
         assert_eq!(c.trigger_bytes(), Some(2_000_000));
 
+        let (_, src) = load_settings(d.path()).unwrap();
+        assert_eq!(src, SourcesConfig::default());
+        std::fs::write(
+            d.path().join("kiln.toml"),
+            "[sources]\nhttp-max-size = \"2KiB\"\n",
+        )
+        .unwrap();
+        let (gc, src) = load_settings(d.path()).unwrap();
+        assert_eq!(src.http_max_bytes, Some(2048));
+        assert!(gc.enabled);
+        std::fs::write(
+            d.path().join("kiln.toml"),
+            "[sources]\nhttp-max-size = \"5%\"\n",
+        )
+        .unwrap();
+        let e = load_settings(d.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("not a share"), "{e:#}");
         std::fs::write(d.path().join("kiln.toml"), "[gc]\nmax-used = 3\n").unwrap();
         let e = GcConfig::load(d.path()).unwrap_err();
         assert!(format!("{e:#}").contains("kiln.toml"), "{e:#}");

@@ -10,7 +10,8 @@
 //!
 //! Downloads are bounded (see [`Limits`]): transient failures are retried
 //! with exponential backoff, redirects are capped, connecting and stalled
-//! reads time out, and the body may not exceed `KILN_HTTP_MAX_BYTES`.
+//! reads time out, and the body may not exceed `[sources] http-max-size`
+//! of `kiln.toml` (8 GiB by default; `KILN_HTTP_MAX_BYTES` overrides it).
 //! `http.authheadersecret` names a session secret sent as the
 //! `Authorization` header; `http.header.<Name>` attrs are sent as given.
 
@@ -112,7 +113,7 @@ impl HttpOp {
     /// retrying transient failures (connection errors, timeouts, 5xx, 429)
     /// with exponential backoff.
     async fn fetch(&self, cx: &OpContext) -> Result<Digest> {
-        let limits = Limits::from_env()?;
+        let limits = Limits::new(self.ctx.worker.http_max_bytes)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -241,7 +242,8 @@ impl HttpOp {
         let too_big = |n: u64| {
             Fetch::Fatal(anyhow::anyhow!(
                 "{}: the body ({n} bytes or more) is larger than the download limit of {} bytes \
-                 (set {MAX_BYTES_ENV} to raise it)",
+                 (raise http-max-size in the [sources] of kiln.toml in the state dir, or set \
+                 {MAX_BYTES_ENV})",
                 self.url,
                 limits.max_bytes
             ))
@@ -318,15 +320,16 @@ struct Limits {
 }
 
 impl Limits {
-    /// Defaults: 8 GiB, 4 attempts from 500 ms backoff, 30 s to connect and
-    /// 120 s without a byte. `KILN_HTTP_MAX_BYTES` overrides the size cap.
-    fn from_env() -> Result<Limits> {
+    /// Defaults: 8 GiB (or `configured`, from `kiln.toml`), 4 attempts
+    /// from 500 ms backoff, 30 s to connect and 120 s without a byte.
+    /// `KILN_HTTP_MAX_BYTES` overrides the size cap.
+    fn new(configured: Option<u64>) -> Result<Limits> {
         let max_bytes = match std::env::var(MAX_BYTES_ENV) {
             Ok(v) => v
                 .trim()
                 .parse()
                 .with_context(|| format!("{MAX_BYTES_ENV}={v:?} is not a number of bytes"))?,
-            Err(_) => 8 << 30,
+            Err(_) => configured.unwrap_or(8 << 30),
         };
         Ok(Limits {
             max_bytes,

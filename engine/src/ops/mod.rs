@@ -58,6 +58,8 @@ pub struct Worker {
     pub registry: Arc<kiln_runtime::registry::RegistryClient>,
     /// Snapshots the sessions of this engine hold.
     pub(crate) leases: Arc<crate::lease::Leases>,
+    /// `[sources] http-max-size` of `kiln.toml`.
+    pub(crate) http_max_bytes: Option<u64>,
     sums: Mutex<HashMap<SnapshotId, Arc<BTreeMap<String, String>>>>,
     local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -79,6 +81,7 @@ impl Worker {
         let leases = Arc::new(crate::lease::Leases::new(&dir.join("leases"))?);
         Ok(Worker {
             leases,
+            http_max_bytes: None,
             snapshots,
             content,
             records,
