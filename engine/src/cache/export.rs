@@ -391,6 +391,12 @@ pub fn merge_cache_layout(from: &Path, into: &Path) -> Result<()> {
                         e.path().display()
                     )
                 })?;
+            if !e.file_type()?.is_file() {
+                bail!(
+                    "{}: a cache blob that is not a regular file",
+                    e.path().display()
+                );
+            }
             put_blob(into, &d, BlobFrom::Move(&e.path()))?;
         }
     }
@@ -481,6 +487,15 @@ mod tests {
         fs_err::write(from.join("blobs/sha256/../sha256/..x"), b"").unwrap();
         let e = merge_cache_layout(&from, &into).unwrap_err();
         assert!(format!("{e:#}").contains("not a sha256 blob name"), "{e:#}");
+        fs_err::remove_file(from.join("blobs/sha256/..x")).unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/passwd",
+            from.join("blobs/sha256").join("0".repeat(64)),
+        )
+        .unwrap();
+        let e = merge_cache_layout(&from, &into).unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        assert!(!into.join("blobs/sha256").join("0".repeat(64)).exists());
 
         let from2 = t.path().join("from2");
         let d = layout(&from2, &[b"b"], "latest");
