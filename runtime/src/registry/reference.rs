@@ -104,9 +104,7 @@ impl FromStr for ImageRef {
         if s.contains("://") {
             return Err(invalid("a reference has no URL scheme".to_string()));
         }
-        let r: Reference = s
-            .parse()
-            .map_err(|e: oci_client::ParseError| invalid(e.to_string()))?;
+        let r = parse_reference(s).map_err(|e| invalid(e.to_string()))?;
         // Normalise the legacy Docker Hub name so credentials, caches and
         // digests agree on one spelling.
         let r = if r.registry() == "index.docker.io" || r.registry() == "registry-1.docker.io" {
@@ -142,6 +140,134 @@ impl FromStr for ImageRef {
         }
         Ok(ImageRef(r))
     }
+}
+
+/// Longest repository name the distribution spec allows.
+const NAME_TOTAL_LENGTH_MAX: usize = 255;
+
+/// Parses `[domain/]path[:tag][@digest]` by the distribution reference
+/// grammar, with the same results as `oci_client::Reference`'s parser
+/// (including its Docker Hub defaults), without compiling that parser's
+/// large regular expression, which costs tens of milliseconds of CPU on
+/// the first parse in every process.
+fn parse_reference(s: &str) -> Result<Reference, oci_client::ParseError> {
+    use oci_client::ParseError as E;
+    if s.is_empty() {
+        return Err(E::NameEmpty);
+    }
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (s, None),
+    };
+    // A tag is a `:` in the last `/`-separated part (a port sits before a `/`).
+    let last = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last..].rfind(':') {
+        Some(i) => (&rest[..last + i], Some(&rest[last + i + 1..])),
+        None => (rest, None),
+    };
+    if !valid_name(name)
+        || tag.is_some_and(|t| !valid_tag(t))
+        || digest.is_some_and(|d| !valid_digest_syntax(d))
+    {
+        return Err(E::ReferenceInvalidFormat);
+    }
+    let (registry, repository) = split_domain(name);
+    if repository.len() > NAME_TOTAL_LENGTH_MAX {
+        return Err(E::NameTooLong);
+    }
+    if let Some(d) = digest {
+        let want = match d.split_once(':') {
+            Some(("sha256", _)) => 64,
+            Some(("sha384", _)) => 96,
+            Some(("sha512", _)) => 128,
+            Some(_) => return Err(E::DigestUnsupported),
+            None => return Err(E::DigestInvalidFormat),
+        };
+        if d.len() - d.find(':').map_or(0, |i| i + 1) != want {
+            return Err(E::DigestInvalidLength);
+        }
+    }
+    let tag = match (tag, digest) {
+        (None, None) => Some("latest"),
+        (t, _) => t,
+    };
+    Ok(match (tag, digest) {
+        (Some(t), Some(d)) => {
+            Reference::with_tag_and_digest(registry, repository, t.into(), d.into())
+        }
+        (None, Some(d)) => Reference::with_digest(registry, repository, d.into()),
+        (Some(t), None) => Reference::with_tag(registry, repository, t.into()),
+        (None, None) => unreachable!("a reference without a digest gets the default tag"),
+    })
+}
+
+/// A name is path components separated by `/`, optionally after a domain
+/// (`host[.host…][:port]`) as the first part.
+fn valid_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    let all_paths = |p: &[&str]| !p.is_empty() && p.iter().all(|c| valid_path_component(c));
+    all_paths(&parts) || (parts.len() > 1 && valid_domain(parts[0]) && all_paths(&parts[1..]))
+}
+
+/// `label(.label)*(:port)?`, a label being letters, digits and inner `-`.
+fn valid_domain(d: &str) -> bool {
+    let (host, port) = match d.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (d, None),
+    };
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+    };
+    host.split('.').all(label)
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|x| x.is_ascii_digit()))
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    let word = |x: &u8| x.is_ascii_alphanumeric() || *x == b'_';
+    !b.is_empty()
+        && b.len() <= 128
+        && word(&b[0])
+        && b.iter().all(|x| word(x) || *x == b'.' || *x == b'-')
+}
+
+/// `algorithm:hex` with at least 32 hex digits, the algorithm being
+/// letter-led words joined by `-`, `_`, `+` or `.`.
+fn valid_digest_syntax(d: &str) -> bool {
+    let Some((alg, hex)) = d.split_once(':') else {
+        return false;
+    };
+    let words_ok = alg.split(['-', '_', '+', '.']).all(|w| {
+        let b = w.as_bytes();
+        !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
+    });
+    words_ok && hex.len() >= 32 && hex.bytes().all(|x| x.is_ascii_hexdigit())
+}
+
+/// Docker's rule for where the registry ends: a first part with a `.` or a
+/// `:`, or `localhost`; otherwise Docker Hub (`library/` for one-part
+/// names).
+fn split_domain(name: &str) -> (String, String) {
+    let (domain, rest) = match name.split_once('/') {
+        Some((d, r)) if d.contains('.') || d.contains(':') || d == "localhost" => (d, r),
+        _ => ("docker.io", name),
+    };
+    let domain = if domain == "index.docker.io" {
+        "docker.io"
+    } else {
+        domain
+    };
+    let rest = if domain == "docker.io" && !rest.contains('/') {
+        format!("library/{rest}")
+    } else {
+        rest.to_owned()
+    };
+    (domain.to_owned(), rest)
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, the distribution spec's rule.
@@ -358,6 +484,66 @@ mod tests {
                 e.to_string().contains("invalid image reference"),
                 "{s}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn grammar_agrees_with_oci_client() {
+        let h64 = "f".repeat(64);
+        let long = "a".repeat(256);
+        let cases = [
+            "busybox".to_owned(),
+            "test.com:tag".into(),
+            "test.com:5000".into(),
+            "test.com/repo:tag".into(),
+            "test:5000/repo".into(),
+            "test:5000/repo:tag".into(),
+            format!("test:5000/repo@sha256:{h64}"),
+            format!("test:5000/repo:tag@sha256:{h64}"),
+            "lowercase:Uppercase".into(),
+            "sub-dom1.foo.com/bar/baz/quux:some-long-tag".into(),
+            "b.gcr.io/test.example.com/my-app:test.example.com".into(),
+            "xn--n3h.com/myimage:xn--n3h.com".into(),
+            format!(
+                "xn--7o8h.com/myimage:xn--7o8h.com@sha512:{}",
+                "f".repeat(128)
+            ),
+            "foo_bar.com:8080".into(),
+            "foo/foo_bar.com:8080".into(),
+            "index.docker.io/busybox".into(),
+            "localhost/app".into(),
+            "localhost:5000/a/b__c/d---e:v_1.2-3".into(),
+            "127.0.0.1:5000/library/busybox:latest".into(),
+            String::new(),
+            ":justtag".into(),
+            format!("@sha256:{h64}"),
+            "repo@sha256:ffffffffffffffffffffffffffffffffff".into(),
+            format!("validname@invaliddigest:{h64}"),
+            format!("validname@sha256{h64}"),
+            "Uppercase:tag".into(),
+            "Uppercase/lowercase:tag".into(),
+            "test:5000/Uppercase/lowercase:tag".into(),
+            long,
+            "aa/asdf$$^/aa".into(),
+            "a:b:c".into(),
+            "a/b:c:d".into(),
+            "a//b".into(),
+            "a/".into(),
+            "-a.com/b".into(),
+            "a.com:/b".into(),
+            "a.com:50x0/b".into(),
+            "a._b".into(),
+            "a__b".into(),
+            "a___b".into(),
+            format!("a:{}", "t".repeat(128)),
+            format!("a:{}", "t".repeat(129)),
+            "a:.t".into(),
+            format!("a@sha256:{h64}@x"),
+        ];
+        for c in &cases {
+            let ours = parse_reference(c);
+            let theirs = Reference::try_from(c.as_str());
+            assert_eq!(ours, theirs, "{c:?}");
         }
     }
 
