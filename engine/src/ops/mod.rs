@@ -35,6 +35,9 @@ use crate::solver::{BoxFuture, CacheStore, Input, Op, OpContext};
 pub use exec::{Executor, RootfsMode};
 pub(crate) use image::unpack_chain;
 
+/// File in a snapshot's cache dir: resolved path → subtree checksum.
+const SUBTREE_MEMO: &str = "subtree-sums-v1.json";
+
 /// A solved result: a committed snapshot, or `None` for the empty
 /// filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,12 +152,55 @@ impl Worker {
 
     /// Content checksum of `path` (and everything below it) in `r`,
     /// resolved inside the root.
+    ///
+    /// The checksum of a resolved path is remembered next to the snapshot
+    /// (snapshots are immutable), so a rebuild does not load the whole
+    /// per-entry table of a large snapshot to key a `COPY` of one file.
     pub fn content_sum(&self, r: &Ref, path: &str, follow: bool) -> Result<String> {
-        let sums = self.sums(r)?;
         let root = self.view(r)?;
         let resolved = fsutil::resolve(&root, path, follow)?;
         let rel = fsutil::rel_string(&root, &resolved);
-        Ok(fsutil::subtree_sum(&sums, &rel))
+        let Some(id) = &r.0 else {
+            return Ok(fsutil::subtree_sum(&BTreeMap::new(), &rel));
+        };
+        let loaded = self
+            .sums
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(sums) = loaded {
+            return Ok(fsutil::subtree_sum(&sums, &rel));
+        }
+        let memo_file = self
+            .snapshots
+            .cache_dir(id)
+            .ok()
+            .map(|d| d.join(SUBTREE_MEMO));
+        let mut memo: BTreeMap<String, String> = memo_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(s) = memo.get(&rel) {
+            return Ok(s.clone());
+        }
+        let sum = fsutil::subtree_sum(self.sums(r)?.as_ref(), &rel);
+        // Remembering is an optimisation: a failed write costs a later
+        // rebuild the full table again, nothing else.
+        if let Some(f) = memo_file {
+            memo.insert(rel, sum.clone());
+            let tmp = f.with_extension(format!(
+                "tmp{}",
+                kiln_store::fsutil::random_hex().unwrap_or_default()
+            ));
+            if std::fs::write(&tmp, serde_json::to_vec(&memo).unwrap_or_default()).is_ok()
+                && std::fs::rename(&tmp, &f).is_err()
+            {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(sum)
     }
 
     fn local_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -736,8 +736,9 @@ impl SnapshotStore {
     }
 
     /// A per-snapshot cache dir for derived data (e.g. layer blob digests),
-    /// `committed/<id>/cache`. Created on demand.
-    pub(crate) fn cache_dir(&self, id: &SnapshotId) -> Result<PathBuf> {
+    /// `committed/<id>/cache`. Created on demand; removed with the
+    /// snapshot.
+    pub fn cache_dir(&self, id: &SnapshotId) -> Result<PathBuf> {
         let d = self.committed(id).join("cache");
         fs::create_dir_all(&d).map_err(Error::io("create snapshot cache dir"))?;
         Ok(d)
