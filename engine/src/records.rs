@@ -132,7 +132,20 @@ impl Records {
             }
         };
         let db = Arc::new(db);
-        {
+        // Creating the tables is a durable commit; a root that has them
+        // (every open after the first) is only read.
+        let tables_exist = (|| -> Result<bool> {
+            let tx = db.begin_read()?;
+            for t in [CACHE, EXPLAIN, LOCALSUMS, LOCALINDEX, KV] {
+                match tx.open_table(t) {
+                    Ok(_) => {}
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(true)
+        })()?;
+        if !tables_exist {
             let tx = db.begin_write()?;
             tx.open_table(CACHE)?;
             tx.open_table(EXPLAIN)?;
@@ -172,10 +185,26 @@ impl Records {
     /// Marks records used (last-used time, usage count), in one
     /// transaction.
     pub fn touch(&self, keys: &[CacheKey]) -> Result<()> {
-        if keys.is_empty() {
+        self.touch_and_explain(keys, &BTreeMap::new())
+    }
+
+    /// Marks records used and stores explanation parts by op identity,
+    /// in one transaction (none when there is nothing to write).
+    pub fn touch_and_explain(
+        &self,
+        keys: &[CacheKey],
+        explain: &BTreeMap<String, KeyParts>,
+    ) -> Result<()> {
+        if keys.is_empty() && explain.is_empty() {
             return Ok(());
         }
         let tx = self.db.begin_write()?;
+        if !explain.is_empty() {
+            let mut t = tx.open_table(EXPLAIN)?;
+            for (id, parts) in explain {
+                t.insert(id.as_str(), serde_json::to_vec(parts)?.as_slice())?;
+            }
+        }
         {
             let mut t = tx.open_table(CACHE)?;
             let n = now();

@@ -25,6 +25,12 @@ use crate::solver::{BoxFuture, Input, Op, OpContext};
 pub(crate) struct LocalOp {
     ctx: OpCtx,
     name: String,
+    /// Where the metadata index and the last transfer's checksums are
+    /// kept: the name, plus a digest of the patterns when there are any,
+    /// so that two selections of one local (a frontend reading
+    /// `.dockerignore` alone, then the whole context) do not replace each
+    /// other's index on every build.
+    records_key: String,
     include: PatternSet,
     exclude: PatternSet,
     follow: Vec<String>,
@@ -63,9 +69,24 @@ impl LocalOp {
         if !inc.is_empty() {
             inc.extend(follow.iter().cloned());
         }
+        let records_key = if include.is_empty() && exclude.is_empty() && follow.is_empty() {
+            name.to_owned()
+        } else {
+            let mut b = KeyBuilder::new("local.selection");
+            for list in [&include, &exclude, &follow] {
+                b.str(&list.len().to_string());
+                for p in list {
+                    b.str(p);
+                }
+            }
+            let k = b.finish();
+            let hex = k.as_str().rsplit(':').next().unwrap_or_default();
+            format!("{name}@{}", &hex[..hex.len().min(16)])
+        };
         Ok(LocalOp {
             ctx,
             name: name.to_owned(),
+            records_key,
             include: PatternSet::new(&inc).map_err(|e| format!("{e:#}"))?,
             exclude: PatternSet::new(&exclude).map_err(|e| format!("{e:#}"))?,
             follow,
@@ -152,7 +173,7 @@ impl LocalOp {
     fn stage(&self, dir: &Path) -> Result<Staged> {
         let (entries, mds) = self.walk(dir)?;
         let records = &self.ctx.worker.records;
-        let old = records.local_index(&self.name)?;
+        let old = records.local_index(&self.records_key)?;
         let mut index = BTreeMap::new();
         let mut sums = BTreeMap::new();
         let root_md = fs_err::metadata(dir)?;
@@ -195,7 +216,7 @@ impl LocalOp {
             );
         }
         if index != old {
-            records.set_local_index(&self.name, &index)?;
+            records.set_local_index(&self.records_key, &index)?;
         }
         Ok(Staged {
             dir: dir.to_owned(),
@@ -235,6 +256,7 @@ impl Op<Ref> for LocalOp {
             let spec = LocalOp {
                 ctx: self.ctx.clone(),
                 name: self.name.clone(),
+                records_key: self.records_key.clone(),
                 include: self.include.clone(),
                 exclude: self.exclude.clone(),
                 follow: self.follow.clone(),
@@ -347,7 +369,7 @@ impl Op<Ref> for LocalOp {
             let Some(staged) = staged else {
                 return "no record".to_owned();
             };
-            match self.ctx.worker.records.local_sums(&self.name) {
+            match self.ctx.worker.records.local_sums(&self.records_key) {
                 Ok(Some(old)) => describe_changes(&self.name, &old, &staged.sums),
                 _ => format!("no record (first transfer of local {:?})", self.name),
             }
@@ -362,8 +384,14 @@ impl Op<Ref> for LocalOp {
             .clone();
         if let Some(s) = staged {
             let records = &self.ctx.worker.records;
-            if records.local_sums(&self.name).ok().flatten().as_ref() != Some(&s.sums) {
-                let _ = records.set_local_sums(&self.name, &s.sums);
+            if records
+                .local_sums(&self.records_key)
+                .ok()
+                .flatten()
+                .as_ref()
+                != Some(&s.sums)
+            {
+                let _ = records.set_local_sums(&self.records_key, &s.sums);
             }
         }
     }

@@ -64,6 +64,9 @@ pub struct Worker {
     /// `[sources] http-max-size` of `kiln.toml`.
     pub(crate) http_max_bytes: Option<u64>,
     sums: Mutex<HashMap<SnapshotId, Arc<BTreeMap<String, String>>>>,
+    /// Explanation parts remembered since the last flush, written with the
+    /// usage of the solve's hits in one transaction.
+    pending_explain: Mutex<BTreeMap<String, KeyParts>>,
     local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -93,6 +96,7 @@ impl Worker {
             rootfs_mode,
             registry,
             sums: Mutex::new(HashMap::new()),
+            pending_explain: Mutex::new(BTreeMap::new()),
             local_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -214,23 +218,40 @@ impl Worker {
 
     /// Remembers the parts of a key under each of the op's identities, for
     /// explanations.
+    ///
+    /// Nothing is written here: [`RecordCache::flush`] stores what changed
+    /// at the end of the solve.
     fn remember_parts(&self, ids: &[String], parts: &KeyParts) {
+        let mut pending = self
+            .pending_explain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for id in ids {
-            if let Ok(Some(old)) = self.records.explain_get(id)
-                && &old == parts
-            {
-                continue;
+            let same = match pending.get(id) {
+                Some(p) => p == parts,
+                None => matches!(self.records.explain_get(id), Ok(Some(old)) if &old == parts),
+            };
+            if !same {
+                pending.insert(id.clone(), parts.clone());
             }
-            let _ = self.records.explain_put(id, parts);
         }
+    }
+
+    /// The parts last remembered for an op identity, written or not.
+    fn remembered_parts(&self, id: &str) -> Option<KeyParts> {
+        let pending = self
+            .pending_explain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        pending.or_else(|| self.records.explain_get(id).ok().flatten())
     }
 
     /// Says which parts differ from the ones last stored under the first of
     /// `ids` that has any.
     fn explain_parts(&self, ids: &[String], parts: &KeyParts) -> String {
-        let old = ids
-            .iter()
-            .find_map(|id| self.records.explain_get(id).ok().flatten());
+        let old = ids.iter().find_map(|id| self.remembered_parts(id));
         let Some(old) = old else {
             return "no record (first build of this step)".to_owned();
         };
@@ -295,10 +316,18 @@ impl RecordCache {
         }
     }
 
-    /// Records the usage of every hit.
+    /// Records the usage of every hit and the explanation parts remembered
+    /// since the last flush, in one transaction.
     pub fn flush(&self) -> Result<()> {
         let keys = std::mem::take(&mut *self.hits.lock().unwrap_or_else(|p| p.into_inner()));
-        self.worker.records.touch(&keys)
+        let explain = std::mem::take(
+            &mut *self
+                .worker
+                .pending_explain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.worker.records.touch_and_explain(&keys, &explain)
     }
 
     fn load_local(&self, key: &CacheKey) -> Result<Option<Vec<Ref>>> {

@@ -601,3 +601,38 @@ async fn a_changed_context_reuses_unchanged_files() {
     assert_eq!(e.read_file(&r2, "a.txt", 0, None).unwrap(), b"new alpha");
     assert_eq!(e.read_file(&r1, "a.txt", 0, None).unwrap(), b"alpha");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selections_of_one_local_keep_their_own_records() {
+    // A frontend reads `.dockerignore` alone and then the whole context,
+    // from the same local name: each selection is compared with its own
+    // last transfer, so a miss names only the file that changed.
+    let root = tempfile::tempdir().unwrap();
+    let ctx = context();
+    let e = engine(root.path());
+    let one = |attrs: &[(&str, &str)]| {
+        let mut def = Def::default();
+        let l = def.add(local("context", attrs));
+        def.finish(&l)
+    };
+    let only_a = one(&[("local.includepattern", r#"["a.txt"]"#)]);
+    let all = one(&[]);
+    for _ in 0..2 {
+        for def in [&only_a, &all] {
+            let (s, _) = session(&[("context", ctx.path())]);
+            e.solve(def, s).await.unwrap();
+        }
+    }
+    fs_err::write(ctx.path().join("sub/b.txt"), "BETA").unwrap();
+    let (s, _) = session(&[("context", ctx.path())]);
+    e.solve(&only_a, s).await.unwrap();
+    let (s, buf) = session_with(|s| s.explain_cache = true, &[("context", ctx.path())]);
+    e.solve(&all, s).await.unwrap();
+    let text = buf.text();
+    assert!(
+        text.contains(
+            "cache miss: context file content changed in local \"context\": sub/b.txt (changed)"
+        ),
+        "{text}"
+    );
+}
