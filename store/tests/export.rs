@@ -633,3 +633,66 @@ fn layout_dirs_keep_other_images_and_replace_the_same_name() {
     }
     assert!(dir.join("oci-layout").is_file());
 }
+
+#[test]
+fn unchanged_tarball_file_is_left_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let (base, up) = sources(t.path());
+    let f = fixture(&base, &up);
+    let dest = t.path().join("out.tar");
+    let dest_s = dest.to_str().unwrap().to_owned();
+    let opts = |name: &str| {
+        ImageExportOptions::from_attrs(
+            ImageFormat::Oci,
+            &attrs(&[("dest", &dest_s), ("name", name)]),
+        )
+        .unwrap()
+    };
+    let export = |o: &ImageExportOptions, prev: Option<&exporter::TarballStamp>| {
+        exporter::export_image_file(&f.ss, &f.cs, Some(&f.top), Some(CONFIG.as_bytes()), o, prev)
+            .unwrap()
+    };
+    let a = opts("example.com/kiln/a:v1");
+
+    let first = export(&a, None);
+    assert!(!first.reused);
+    let stamp = first.stamp.clone().expect("a stamp for a file destination");
+    let bytes = std::fs::read(&dest).unwrap();
+    let ino = std::fs::metadata(&dest).unwrap().ino();
+
+    // Same image, same untouched file: nothing is written.
+    let again = export(&a, Some(&stamp));
+    assert!(again.reused);
+    assert_eq!(again.stamp.as_ref(), Some(&stamp));
+    assert_eq!(again.result, first.result);
+    assert_eq!(std::fs::metadata(&dest).unwrap().ino(), ino);
+
+    // Another name changes index.json: the file is written again.
+    let other = export(&opts("example.com/kiln/b:v1"), Some(&stamp));
+    assert!(!other.reused);
+    assert_ne!(std::fs::read(&dest).unwrap(), bytes);
+    let other_stamp = other.stamp.unwrap();
+    assert_ne!(other_stamp.plan, stamp.plan);
+
+    // A file changed behind the exporter's back is replaced, even with the
+    // stamp of the image it should hold.
+    let first = export(&a, Some(&other_stamp));
+    assert!(!first.reused);
+    let stamp = first.stamp.unwrap();
+    std::fs::write(&dest, b"not a tarball").unwrap();
+    let healed = export(&a, Some(&stamp));
+    assert!(!healed.reused);
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+
+    // Stdout and tar=false give no stamp.
+    let layout = t.path().join("layout");
+    let layout_s = layout.to_str().unwrap().to_owned();
+    let dir_opts = ImageExportOptions::from_attrs(
+        ImageFormat::Oci,
+        &attrs(&[("dest", &layout_s), ("tar", "false")]),
+    )
+    .unwrap();
+    let d = export(&dir_opts, None);
+    assert!(d.stamp.is_none() && !d.reused);
+}

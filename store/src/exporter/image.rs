@@ -451,6 +451,79 @@ fn write_layout_dir(
     )
 }
 
+/// Identifies an image tarball that an export wrote to a regular file: what
+/// it holds (`plan`, a digest over its entries) and which file it is, as
+/// `stat` sees it right after the rename. ctime changes on every write,
+/// chmod or rename and cannot be set by a program, so a file whose device,
+/// inode, size, mtime and ctime all still match has not been touched since.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TarballStamp {
+    /// Digest over the tarball's entries: names, content digests, times.
+    pub plan: String,
+    /// Device of the file.
+    pub dev: u64,
+    /// Inode of the file.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// mtime, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// ctime, nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+impl TarballStamp {
+    fn of(plan: &str, m: &std::fs::Metadata) -> TarballStamp {
+        use std::os::unix::fs::MetadataExt;
+        TarballStamp {
+            plan: plan.to_owned(),
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        }
+    }
+}
+
+/// The digest of everything that decides a tarball's bytes. Bump the tag
+/// when [`write_tarball`] changes how it lays entries out.
+fn tarball_plan(b: &Built, opts: &ImageExportOptions) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"kiln.image-tarball.v1\0");
+    h.update(opts.source_date_epoch.unwrap_or(0).max(0).to_le_bytes());
+    for (path, src) in tarball_files(b, opts) {
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path.as_bytes());
+        match src {
+            Src::Dir => h.update(b"d"),
+            Src::Bytes(data) => {
+                h.update(b"b");
+                h.update(Sha256::digest(&data));
+            }
+            Src::Blob(d) => {
+                h.update(b"c");
+                h.update(d.as_str().as_bytes());
+            }
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// What [`export_image_file`] did.
+#[derive(Clone, Debug)]
+pub struct ImageFileExport {
+    /// The image.
+    pub result: ImageExportResult,
+    /// The stamp of the tarball now at `dest`, when it is a regular file
+    /// this export wrote or found already written.
+    pub stamp: Option<TarballStamp>,
+    /// Whether the file at `dest` already held this tarball and was left
+    /// as it was.
+    pub reused: bool,
+}
+
 /// Export the chain ending at `top` (`None`: an image with no layers) with
 /// the frontend's image config (`None`: a minimal default) as `opts.format`
 /// to `opts.dest`. Blobs are also left in `content`.
@@ -461,6 +534,22 @@ pub fn export_image(
     config: Option<&[u8]>,
     opts: &ImageExportOptions,
 ) -> Result<ImageExportResult> {
+    export_image_file(snapshots, content, top, config, opts, None).map(|e| e.result)
+}
+
+/// [`export_image`], which leaves a tarball at a regular-file `dest` alone
+/// when `previous` (the stamp an earlier export returned for that path)
+/// says the file holds exactly this tarball and has not been touched
+/// since; its mtime then stays that of the first write. Returns the stamp
+/// to keep for the next export.
+pub fn export_image_file(
+    snapshots: &SnapshotStore,
+    content: &ContentStore,
+    top: Option<&SnapshotId>,
+    config: Option<&[u8]>,
+    opts: &ImageExportOptions,
+    previous: Option<&TarballStamp>,
+) -> Result<ImageFileExport> {
     let b = build(snapshots, content, top, config, opts)?;
     if !opts.tar {
         let Dest::Path(dir) = &opts.dest else {
@@ -471,12 +560,49 @@ pub fn export_image(
             });
         };
         write_layout_dir(content, &b, opts, dir)?;
-        return Ok(b.result);
+        return Ok(ImageFileExport {
+            result: b.result,
+            stamp: None,
+            reused: false,
+        });
+    }
+    let file_dest = match &opts.dest {
+        Dest::Path(p) => Some(p),
+        Dest::Stdout => None,
+    };
+    let plan = file_dest.map(|_| tarball_plan(&b, opts));
+    if let (Some(p), Some(plan), Some(prev)) = (file_dest, &plan, previous)
+        && let Ok(m) = std::fs::symlink_metadata(p)
+        && m.is_file()
+        && TarballStamp::of(plan, &m) == *prev
+    {
+        return Ok(ImageFileExport {
+            result: b.result,
+            stamp: Some(prev.clone()),
+            reused: true,
+        });
     }
     let mut w = opts.dest.create()?;
     write_tarball(content, &b, opts, &mut w)?;
+    let written = w.file_inode();
     w.finish()?;
-    Ok(b.result)
+    // Stamp only the file this export renamed into place: another writer
+    // may have replaced it since.
+    let stamp = match (file_dest, plan, written) {
+        (Some(p), Some(plan), Some((dev, ino))) => std::fs::symlink_metadata(p)
+            .ok()
+            .filter(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.is_file() && m.dev() == dev && m.ino() == ino
+            })
+            .map(|m| TarballStamp::of(&plan, &m)),
+        _ => None,
+    };
+    Ok(ImageFileExport {
+        result: b.result,
+        stamp,
+        reused: false,
+    })
 }
 
 /// Like [`export_image`] with `tar=true`, but into any writer (e.g. a

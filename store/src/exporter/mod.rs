@@ -33,7 +33,8 @@ pub use config::{
     rfc3339,
 };
 pub use image::{
-    ImageExportResult, export_image, export_image_to_writer, media_types, normalize_name,
+    ImageExportResult, ImageFileExport, TarballStamp, export_image, export_image_file,
+    export_image_to_writer, media_types, normalize_name,
 };
 pub use local::{export_local, export_tar, export_tar_to_writer};
 
@@ -124,6 +125,19 @@ pub enum DestWriter {
 }
 
 impl DestWriter {
+    /// Device and inode of the temp file a file destination is written to
+    /// (the file that [`DestWriter::finish`] renames into place).
+    pub fn file_inode(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        match self {
+            DestWriter::File { tmp, .. } => {
+                let m = tmp.get_ref().as_file().metadata().ok()?;
+                Some((m.dev(), m.ino()))
+            }
+            _ => None,
+        }
+    }
+
     /// Flush, and for files rename into place.
     pub fn finish(self) -> Result<()> {
         match self {
