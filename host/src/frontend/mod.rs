@@ -21,6 +21,7 @@ mod limits;
 
 pub use limits::FrontendLimits;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +118,10 @@ pub struct FileStat {
     /// Group.
     pub gid: u32,
 }
+
+/// What an image config is resolved for: reference, platform (os,
+/// architecture, variant) and resolve mode.
+type ResolveKey = (String, Option<(String, String, Option<String>)>, String);
 
 /// A resolved image config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,6 +227,10 @@ struct HostState {
     started: Instant,
     /// The first limit that was hit, reported in place of the trap.
     limit_hit: Option<String>,
+    /// Image configs this build already resolved, by (reference, platform,
+    /// resolve mode): a Dockerfile names its base once per stage, and one
+    /// build sees one answer per reference, as with BuildKit's resolver.
+    resolved: HashMap<ResolveKey, ImageConfig>,
 }
 
 impl WasiView for HostState {
@@ -415,8 +424,24 @@ impl gw::Host for HostState {
                 p.cpu_variant.as_deref(),
             )
         });
-        Ok(self
-            .timed(|b| b.resolve_image_config(&reference, p, &resolve_mode))
+        let key: ResolveKey = (
+            reference.clone(),
+            p.map(|(os, arch, variant)| {
+                (os.to_owned(), arch.to_owned(), variant.map(str::to_owned))
+            }),
+            resolve_mode.clone(),
+        );
+        let answer = match self.resolved.get(&key) {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let r = self.timed(|b| b.resolve_image_config(&reference, p, &resolve_mode));
+                if let Ok(c) = &r {
+                    self.resolved.insert(key, c.clone());
+                }
+                r
+            }
+        };
+        Ok(answer
             .map(|c| t::ImageConfig {
                 canonical_ref: c.canonical_ref,
                 digest: c.digest,
@@ -624,6 +649,7 @@ impl FrontendRuntime {
             host_time: Duration::ZERO,
             started: Instant::now(),
             limit_hit: None,
+            resolved: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
