@@ -1,6 +1,11 @@
 //! A warm rebuild through `kiln daemon` against the same rebuild embedded,
 //! and both against BuildKit's daemon when `$BUILDKIT_BIN` holds
-//! `buildkitd` and `buildctl` (run as root: buildkitd needs it).
+//! `buildkitd` and `buildctl` (run as root: buildkitd needs it), and
+//! against the BuildKit embedded in dockerd 20.10 when `$DOCKER_HOST` names
+//! a dockerd that answers (`../shared/peers/dockerd-up.sh` starts one and
+//! prints it). dockerd builds into its own image store
+//! (`DOCKER_BUILDKIT=1 /usr/bin/docker build -t …`); it has no OCI
+//! exporter in that version.
 //!
 //! The build is `FROM scratch` + `COPY . /app` of a context of `FILES`
 //! small files (2,000 by default), exported as an OCI tarball, so it needs
@@ -179,6 +184,8 @@ fn main() -> anyhow::Result<()> {
         ratio(daemon.changed, embedded.changed)
     );
 
+    dockerd_peer(runs, &ctx, &embedded, &daemon)?;
+
     let Some(bk) = std::env::var_os("BUILDKIT_BIN") else {
         println!(
             "(set BUILDKIT_BIN to a directory with buildkitd and buildctl to compare with BuildKit's daemon)"
@@ -216,6 +223,73 @@ fn main() -> anyhow::Result<()> {
         ms(buildkit.changed),
         ratio(daemon.changed, buildkit.changed),
         ratio(embedded.changed, buildkit.changed)
+    );
+    Ok(())
+}
+
+/// The docker 20.10 client (a newer one on PATH may insist on buildx).
+const DOCKER: &str = "/usr/bin/docker";
+
+/// The same scenarios through the BuildKit embedded in a running dockerd
+/// (`$DOCKER_HOST`), when one answers.
+fn dockerd_peer(
+    runs: usize,
+    ctx: &Path,
+    embedded: &Scenario,
+    daemon: &Scenario,
+) -> anyhow::Result<()> {
+    let Some(host) = std::env::var_os("DOCKER_HOST") else {
+        println!(
+            "(set DOCKER_HOST to a running dockerd, e.g. from ../shared/peers/dockerd-up.sh, to compare with the BuildKit embedded in dockerd)"
+        );
+        return Ok(());
+    };
+    let version = Command::new(DOCKER)
+        .env("DOCKER_HOST", &host)
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    let version = match version {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Ok(o) => {
+            println!(
+                "(dockerd at {} does not answer: {}; not compared)",
+                host.to_string_lossy(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            println!("({DOCKER}: {e}; dockerd not compared)");
+            return Ok(());
+        }
+    };
+    let tag = "kiln-bench/daemon-rebuild:latest";
+    let docker = scenario(runs, ctx, &|| {
+        let mut c = Command::new(DOCKER);
+        c.env("DOCKER_HOST", &host)
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["build", "-q", "-t", tag])
+            .arg(ctx);
+        c
+    })?;
+    let _ = Command::new(DOCKER)
+        .env("DOCKER_HOST", &host)
+        .args(["image", "rm", "-f", tag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    println!("BuildKit embedded in dockerd {version} (docker build, image store):");
+    println!(
+        "warm     dockerd {:>10}  kiln daemon/dockerd {}  kiln embedded/dockerd {}",
+        ms(docker.warm),
+        ratio(daemon.warm, docker.warm),
+        ratio(embedded.warm, docker.warm)
+    );
+    println!(
+        "changed  dockerd {:>10}  kiln daemon/dockerd {}  kiln embedded/dockerd {}",
+        ms(docker.changed),
+        ratio(daemon.changed, docker.changed),
+        ratio(embedded.changed, docker.changed)
     );
     Ok(())
 }
