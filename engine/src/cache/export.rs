@@ -356,7 +356,7 @@ fn write_layout(
     )
 }
 
-fn ref_name(e: &serde_json::Value) -> Option<&str> {
+pub(super) fn ref_name(e: &serde_json::Value) -> Option<&str> {
     e.pointer("/annotations/org.opencontainers.image.ref.name")
         .and_then(|x| x.as_str())
 }

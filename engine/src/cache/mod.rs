@@ -374,11 +374,7 @@ fn read_layout_config(layout: &OciLayout, dir: &str, spec: &CacheSpec) -> Result
         .flatten()
         .find(|e| match want_digest {
             Some(d) => e.get("digest").and_then(|x| x.as_str()) == Some(d.as_str()),
-            None => {
-                e.pointer("/annotations/org.opencontainers.image.ref.name")
-                    .and_then(|x| x.as_str())
-                    == Some(tag)
-            }
+            None => export::ref_name(e) == Some(tag),
         })
         .with_context(|| format!("{dir} has no cache tagged {tag:?}"))?;
     let manifest_digest: Digest = entry
